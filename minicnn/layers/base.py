@@ -100,8 +100,7 @@ class Layer:
             )
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
-                f"{type(self).__name__} '{self.name}' expects input of shape {_fmt(expected)}; "
-                f"got {tuple(x.shape)}"
+                f"{type(self).__name__} '{self.name}' expects input of shape {_fmt(expected)}; got {tuple(x.shape)}"
             )
 
     # ------------------------------------------------------------------------------------------------ weights

@@ -1,0 +1,211 @@
+"""The default CPU engine: Numba-compiled im2col / col2im and pooling, BLAS for the matrix products.
+
+Same signatures and the same maths as ``reference.py`` and ``im2col.py``; what changes is how the loops run:
+
+* ``@njit`` compiles each loop nest to machine code (``cache=True`` keeps the compiled code on disk, so a second
+  process does not compile again);
+* ``parallel=True`` with ``prange`` splits the outermost loop over the cores. Each iteration writes its own rows
+  (im2col, pooling forward) or its own image (col2im, pooling backward), so no two threads ever add to the
+  same element and no locks are needed;
+* padding is never materialised: an index that falls in the padding is skipped (or reads as 0 / -inf).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import im2col as gemm
+from .shapes import output_size
+
+__all__ = [
+    "im2col",
+    "col2im",
+    "conv2d_forward",
+    "conv2d_backward",
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
+    "dense_forward",
+    "dense_backward",
+]
+
+
+# ---------------------------------------------------------------------------------------------------- im2col
+@njit(cache=True, parallel=True)
+def _im2col(x, kh, kw, sh, sw, pt, pl, Ho, Wo, cols):
+    N, H, W, C = x.shape
+    for ni in prange(N * Ho):  # one output row (n, i) per iteration: Wo rows of cols
+        n, i = ni // Ho, ni % Ho
+        for j in range(Wo):
+            row = ni * Wo + j
+            k = 0
+            for p in range(kh):
+                r = i * sh + p - pt
+                for q in range(kw):
+                    s = j * sw + q - pl
+                    inside = 0 <= r < H and 0 <= s < W
+                    for c in range(C):
+                        cols[row, k] = x[n, r, s, c] if inside else 0.0
+                        k += 1
+
+
+@njit(cache=True, parallel=True)
+def _col2im(cols, kh, kw, sh, sw, pt, pl, Ho, Wo, dx):
+    N, H, W, C = dx.shape
+    for n in prange(N):  # one image per iteration: overlapping patches of one image stay in one thread
+        for i in range(Ho):
+            for j in range(Wo):
+                row = (n * Ho + i) * Wo + j
+                k = 0
+                for p in range(kh):
+                    r = i * sh + p - pt
+                    for q in range(kw):
+                        s = j * sw + q - pl
+                        if 0 <= r < H and 0 <= s < W:
+                            for c in range(C):
+                                dx[n, r, s, c] += cols[row, k + c]
+                        k += C
+
+
+def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
+    """x: (N, H, W, C) -> cols: (N*Ho*Wo, kh*kw*C), zeros where a patch overlaps the padding."""
+    N, H, W, C = x.shape
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    cols = np.empty((N * Ho * Wo, kh * kw * C), dtype=x.dtype)
+    _im2col(np.ascontiguousarray(x), kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, cols)
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
+    """cols: (N*Ho*Wo, kh*kw*C) -> dx: x_shape, each row added back onto its patch."""
+    N, H, W, C = x_shape
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    dx = np.zeros(x_shape, dtype=cols.dtype)
+    _col2im(np.ascontiguousarray(cols), kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx)
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------------- convolution
+def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
+    """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache. im2col + one GEMM."""
+    return gemm.conv2d_forward(x, w, b, stride, pad, im2col=im2col)
+
+
+def conv2d_backward(dout, cache):
+    """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C), dw: (kh, kw, C, F), db: (F,)"""
+    return gemm.conv2d_backward(dout, cache, col2im=col2im)
+
+
+# ---------------------------------------------------------------------------------------------------- pooling
+@njit(cache=True, parallel=True)
+def _maxpool_forward(x, ph, pw, sh, sw, pt, pl, out, argmax):
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = out.shape
+    for ni in prange(N * Ho):
+        n, i = ni // Ho, ni % Ho
+        for j in range(Wo):
+            for c in range(C):
+                best = -np.inf
+                best_at = -1
+                for p in range(ph):
+                    r = i * sh + p - pt
+                    if r < 0 or r >= H:
+                        continue
+                    for q in range(pw):
+                        s = j * sw + q - pl
+                        if s < 0 or s >= W:
+                            continue
+                        v = x[n, r, s, c]
+                        if v > best or best_at < 0:  # strict '>': the first maximum wins a tie
+                            best = v
+                            best_at = r * W + s
+                out[n, i, j, c] = best
+                argmax[n, i, j, c] = best_at
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_backward(dout, argmax, dx):
+    N, Ho, Wo, C = dout.shape
+    W = dx.shape[2]
+    for n in prange(N):
+        for i in range(Ho):
+            for j in range(Wo):
+                for c in range(C):
+                    k = argmax[n, i, j, c]
+                    dx[n, k // W, k % W, c] += dout[n, i, j, c]
+
+
+def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
+    """x: (N, H, W, C) -> out: (N, Ho, Wo, C); the winner of each window is recorded once, as a flat index."""
+    N, H, W, C = x.shape
+    Ho, Wo = output_size(H, W, pool[0], pool[1], stride, pad)
+    out = np.empty((N, Ho, Wo, C), dtype=x.dtype)
+    argmax = np.empty((N, Ho, Wo, C), dtype=np.int32)
+    _maxpool_forward(np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], pad[0], pad[2], out, argmax)
+    return out, (x.shape, argmax)
+
+
+def maxpool2d_backward(dout, cache):
+    """dout: (N, Ho, Wo, C) -> dx: (N, H, W, C)"""
+    x_shape, argmax = cache
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    _maxpool_backward(np.ascontiguousarray(dout), argmax, dx)
+    return dx
+
+
+@njit(cache=True, parallel=True)
+def _avgpool_forward(x, ph, pw, sh, sw, pt, pl, out):
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = out.shape
+    for ni in prange(N * Ho):
+        n, i = ni // Ho, ni % Ho
+        r0, r1 = max(i * sh - pt, 0), min(i * sh - pt + ph, H)
+        for j in range(Wo):
+            s0, s1 = max(j * sw - pl, 0), min(j * sw - pl + pw, W)
+            inv = 1.0 / ((r1 - r0) * (s1 - s0))  # padding is left out of the count
+            for c in range(C):
+                total = 0.0
+                for r in range(r0, r1):
+                    for s in range(s0, s1):
+                        total += x[n, r, s, c]
+                out[n, i, j, c] = total * inv
+
+
+@njit(cache=True, parallel=True)
+def _avgpool_backward(dout, ph, pw, sh, sw, pt, pl, dx):
+    N, H, W, C = dx.shape
+    _, Ho, Wo, _ = dout.shape
+    for n in prange(N):
+        for i in range(Ho):
+            r0, r1 = max(i * sh - pt, 0), min(i * sh - pt + ph, H)
+            for j in range(Wo):
+                s0, s1 = max(j * sw - pl, 0), min(j * sw - pl + pw, W)
+                inv = 1.0 / ((r1 - r0) * (s1 - s0))
+                for r in range(r0, r1):
+                    for s in range(s0, s1):
+                        for c in range(C):
+                            dx[n, r, s, c] += dout[n, i, j, c] * inv
+
+
+def avgpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
+    """x: (N, H, W, C) -> out: (N, Ho, Wo, C), the mean of the real (unpadded) inputs of each window."""
+    N, H, W, C = x.shape
+    Ho, Wo = output_size(H, W, pool[0], pool[1], stride, pad)
+    out = np.empty((N, Ho, Wo, C), dtype=x.dtype)
+    _avgpool_forward(np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], pad[0], pad[2], out)
+    return out, (x.shape, pool, stride, pad)
+
+
+def avgpool2d_backward(dout, cache):
+    """dout: (N, Ho, Wo, C) -> dx: (N, H, W, C)"""
+    x_shape, pool, stride, pad = cache
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    _avgpool_backward(np.ascontiguousarray(dout), pool[0], pool[1], stride[0], stride[1], pad[0], pad[2], dx)
+    return dx
+
+
+# A dense layer is one GEMM: BLAS does it best, so the NumPy versions are the fast ones too.
+dense_forward = gemm.dense_forward
+dense_backward = gemm.dense_backward

@@ -1,0 +1,150 @@
+"""Every fast kernel equals its loop twin in ``minicnn.kernels.reference`` on random inputs."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minicnn.kernels import cpu, im2col, reference
+from minicnn.kernels.shapes import output_size, padding_amounts
+from minicnn.testing import relative_error
+
+FAST = {"numpy": im2col, "numba": cpu}
+TOL = 1e-5
+
+
+@st.composite
+def conv_case(draw):
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    padding = draw(st.sampled_from(["valid", "same"]))
+    H, W = draw(st.integers(kh, kh + 6)), draw(st.integers(kw, kw + 6))
+    N, C, F = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return N, H, W, C, F, kh, kw, (sh, sw), padding_amounts(H, W, kh, kw, (sh, sw), padding), seed
+
+
+def test_same_padding_follows_keras():
+    # 'same' keeps ceil(n / s) outputs; the odd extra padding row goes to the bottom/right.
+    assert padding_amounts(5, 5, 3, 3, (1, 1), "same") == (1, 1, 1, 1)
+    assert padding_amounts(6, 6, 3, 3, (2, 2), "same") == (0, 1, 0, 1)
+    assert padding_amounts(4, 4, 2, 2, (1, 1), "same") == (0, 1, 0, 1)
+    assert output_size(6, 6, 3, 3, (2, 2), (0, 1, 0, 1)) == (3, 3)
+
+
+@pytest.mark.parametrize("engine", FAST)
+@settings(max_examples=25, deadline=None)
+@given(case=conv_case())
+def test_conv_matches_reference(engine, case):
+    N, H, W, C, F, kh, kw, stride, pad, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, H, W, C)).astype(np.float32)
+    w = rng.standard_normal((kh, kw, C, F)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    ref_out, ref_cache = reference.conv2d_forward(x, w, b, stride, pad)
+    out, cache = FAST[engine].conv2d_forward(x, w, b, stride, pad)
+    assert out.shape == ref_out.shape and out.dtype == np.float32
+    assert relative_error(out, ref_out) < TOL
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    for got, want in zip(
+        FAST[engine].conv2d_backward(dout, cache), reference.conv2d_backward(dout, ref_cache), strict=True
+    ):
+        assert got.shape == want.shape
+        assert relative_error(got, want) < TOL
+
+
+@pytest.mark.parametrize("engine", FAST)
+@settings(max_examples=25, deadline=None)
+@given(case=conv_case())
+def test_im2col_col2im_match_between_engines(engine, case):
+    N, H, W, C, F, kh, kw, stride, pad, seed = case
+    x = np.random.default_rng(seed).standard_normal((N, H, W, C))
+    cols = FAST[engine].im2col(x, kh, kw, stride, pad)
+    assert np.array_equal(cols, im2col.im2col(x, kh, kw, stride, pad))
+    # col2im is the adjoint of im2col: <im2col(x), y> == <x, col2im(y)> for any y
+    y = np.random.default_rng(seed + 1).standard_normal(cols.shape)
+    lhs = np.sum(cols * y)
+    rhs = np.sum(x * FAST[engine].col2im(y, x.shape, kh, kw, stride, pad))
+    assert abs(lhs - rhs) <= 1e-9 * max(1.0, abs(lhs))
+
+
+@st.composite
+def pool_case(draw):
+    ph, pw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))  # stride < pool: overlapping windows
+    padding = draw(st.sampled_from(["valid", "same"]))
+    H, W = draw(st.integers(ph, ph + 6)), draw(st.integers(pw, pw + 6))
+    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    ties = draw(st.booleans())
+    seed = draw(st.integers(0, 2**31 - 1))
+    return N, H, W, C, (ph, pw), (sh, sw), padding_amounts(H, W, ph, pw, (sh, sw), padding), ties, seed
+
+
+def _pool_input(N, H, W, C, ties, seed):
+    rng = np.random.default_rng(seed)
+    if ties:  # few distinct values: many windows hold several equal maxima
+        return rng.integers(0, 3, (N, H, W, C)).astype(np.float32)
+    return rng.standard_normal((N, H, W, C)).astype(np.float32)
+
+
+@pytest.mark.parametrize("engine", FAST)
+@pytest.mark.parametrize("kind", ["maxpool2d", "avgpool2d"])
+@settings(max_examples=25, deadline=None)
+@given(case=pool_case())
+def test_pooling_matches_reference(engine, kind, case):
+    N, H, W, C, pool, stride, pad, ties, seed = case
+    x = _pool_input(N, H, W, C, ties, seed)
+    fwd, bwd = getattr(FAST[engine], kind + "_forward"), getattr(FAST[engine], kind + "_backward")
+    ref_fwd, ref_bwd = getattr(reference, kind + "_forward"), getattr(reference, kind + "_backward")
+    ref_out, ref_cache = ref_fwd(x, pool, stride, pad)
+    out, cache = fwd(x, pool, stride, pad)
+    assert out.shape == ref_out.shape
+    assert relative_error(out, ref_out) < TOL
+    dout = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(np.float32)
+    dx, ref_dx = bwd(dout, cache), ref_bwd(dout, ref_cache)
+    assert dx.shape == x.shape
+    assert relative_error(dx, ref_dx) < TOL
+
+
+def test_maxpool_tie_goes_to_one_element():
+    # All four values equal: the whole gradient goes to the first (top-left) one, not 1/4 to each.
+    x = np.ones((1, 2, 2, 1), np.float32)
+    for engine in (reference, im2col, cpu):
+        out, cache = engine.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
+        dx = engine.maxpool2d_backward(np.full_like(out, 5.0), cache)
+        assert dx[0, :, :, 0].tolist() == [[5.0, 0.0], [0.0, 0.0]]
+
+
+def test_maxpool_overlapping_windows_add_up():
+    # 3x3 windows at stride 1 over a 4x4 image whose maximum is in the middle: all four windows pick it.
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    x[0, 1, 1, 0] = 9.0
+    for engine in (reference, im2col, cpu):
+        out, cache = engine.maxpool2d_forward(x, (3, 3), (1, 1), (0, 0, 0, 0))
+        dx = engine.maxpool2d_backward(np.ones_like(out), cache)
+        assert dx[0, 1, 1, 0] == 4.0 and dx.sum() == 4.0
+
+
+@pytest.mark.parametrize("engine", FAST)
+@settings(max_examples=20, deadline=None)
+@given(N=st.integers(1, 4), D=st.integers(1, 9), M=st.integers(1, 9), seed=st.integers(0, 2**31 - 1))
+def test_dense_matches_reference(engine, N, D, M, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((N, D), (D, M), (M,)))
+    out, cache = FAST[engine].dense_forward(x, w, b)
+    ref_out, ref_cache = reference.dense_forward(x, w, b)
+    assert relative_error(out, ref_out) < TOL
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    for got, want in zip(
+        FAST[engine].dense_backward(dout, cache), reference.dense_backward(dout, ref_cache), strict=True
+    ):
+        assert relative_error(got, want) < TOL
+
+
+@pytest.mark.parametrize("engine", [reference, im2col, cpu])
+def test_float64_stays_float64(engine):
+    x = np.random.default_rng(0).standard_normal((2, 5, 5, 2))
+    w = np.random.default_rng(1).standard_normal((3, 3, 2, 3))
+    out, cache = engine.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1))
+    dx, dw, db = engine.conv2d_backward(np.ones_like(out), cache)
+    assert out.dtype == dx.dtype == dw.dtype == np.float64

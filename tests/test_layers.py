@@ -1,0 +1,179 @@
+"""Every layer's gradients agree with finite differences (float64), and shapes/params match Keras's."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minicnn import layers
+from minicnn.testing import check_layer_gradients
+
+GRAD_TOL = 1e-6
+
+
+def assert_gradients_ok(layer, x, training=True):
+    errors = check_layer_gradients(layer, x, training=training)
+    assert set(errors) == {"x", *layer.params}
+    assert max(errors.values()) < GRAD_TOL, errors
+
+
+@st.composite
+def conv_layer_case(draw):
+    k = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    H, W = draw(st.integers(k[0], k[0] + 4)), draw(st.integers(k[1], k[1] + 4))
+    return dict(
+        shape=(draw(st.integers(2, 3)), H, W, draw(st.integers(1, 3))),
+        filters=draw(st.integers(1, 3)),
+        kernel_size=k,
+        strides=s,
+        padding=draw(st.sampled_from(["valid", "same"])),
+        activation=draw(st.sampled_from([None, "tanh", "sigmoid", "relu"])),
+        use_bias=draw(st.booleans()),
+        seed=draw(st.integers(0, 1000)),
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=conv_layer_case())
+def test_conv2d_gradients(case):
+    shape, seed = case.pop("shape"), case.pop("seed")
+    x = np.random.default_rng(seed).standard_normal(shape)
+    assert_gradients_ok(layers.Conv2D(**case), x)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    pool=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    strides=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.sampled_from(["valid", "same"]),
+    kind=st.sampled_from(["max", "avg"]),
+    seed=st.integers(0, 1000),
+)
+def test_pooling_gradients(pool, strides, padding, kind, seed):
+    x = np.random.default_rng(seed).standard_normal((2, pool[0] + 3, pool[1] + 2, 3))
+    cls = layers.MaxPooling2D if kind == "max" else layers.AveragePooling2D
+    assert_gradients_ok(cls(pool, strides, padding), x)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(2, 4),
+    d=st.integers(1, 8),
+    units=st.integers(1, 6),
+    activation=st.sampled_from([None, "relu", "sigmoid", "tanh", "softmax", "leaky_relu"]),
+    seed=st.integers(0, 1000),
+)
+def test_dense_gradients(n, d, units, activation, seed):
+    x = np.random.default_rng(seed).standard_normal((n, d))
+    assert_gradients_ok(layers.Dense(units, activation=activation), x)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (layers.GlobalAveragePooling2D(), (2, 3, 4, 3)),
+        (layers.Flatten(), (2, 3, 2, 2)),
+        (layers.Dropout(0.4, seed=3), (3, 5, 4)),
+        (layers.Activation("softmax"), (3, 5)),
+        (layers.Activation("leaky_relu"), (3, 5)),
+        (layers.ReLU(), (2, 3, 3, 2)),
+    ],
+    ids=lambda v: getattr(v, "name", ""),
+)
+def test_parameter_free_layer_gradients(layer, shape):
+    x = np.random.default_rng(0).standard_normal(shape)
+    assert_gradients_ok(layer, x)
+
+
+def test_dropout_is_identity_at_inference_and_scales_in_training():
+    x = np.ones((200, 50), np.float32)
+    d = layers.Dropout(0.25, seed=0)
+    assert np.array_equal(d(x, training=False), x)
+    y = d(x, training=True)
+    assert set(np.unique(y)) <= {0.0, np.float32(1 / 0.75)}
+    assert abs((y == 0).mean() - 0.25) < 0.02
+
+
+# Output shapes and parameter counts, as Keras prints them for the same layers.
+@pytest.mark.parametrize(
+    "layer, input_shape, output_shape, n_params",
+    [
+        (layers.Conv2D(32, 3), (28, 28, 1), (26, 26, 32), 320),
+        (layers.Conv2D(64, (3, 3)), (13, 13, 32), (11, 11, 64), 18496),
+        (layers.Conv2D(32, 3, padding="same"), (32, 32, 3), (32, 32, 32), 896),
+        (layers.Conv2D(8, (5, 3), strides=(2, 1), padding="same", use_bias=False), (9, 7, 2), (5, 7, 8), 240),
+        (layers.Conv2D(4, 3, strides=2), (8, 8, 1), (3, 3, 4), 40),
+        (layers.MaxPooling2D(), (26, 26, 32), (13, 13, 32), 0),
+        (layers.MaxPooling2D(3, strides=2, padding="same"), (7, 7, 4), (4, 4, 4), 0),
+        (layers.AveragePooling2D(2), (5, 5, 3), (2, 2, 3), 0),
+        (layers.GlobalAveragePooling2D(), (5, 5, 3), (3,), 0),
+        (layers.Flatten(), (5, 5, 64), (1600,), 0),
+        (layers.Dense(128), (1600,), (128,), 204928),
+        (layers.Dense(10, use_bias=False), (128,), (10,), 1280),
+    ],
+    ids=lambda v: getattr(v, "name", None) if isinstance(v, layers.Layer) else None,
+)
+def test_output_shapes_and_param_counts_match_keras(layer, input_shape, output_shape, n_params):
+    layer.build(input_shape, np.random.default_rng(0))
+    assert layer.output_shape == output_shape
+    assert layer.count_params() == n_params
+
+
+def test_glorot_uniform_limits():
+    layer = layers.Conv2D(16, 3)
+    layer.build((10, 10, 4), np.random.default_rng(0))
+    limit = np.sqrt(6 / (9 * 4 + 9 * 16))
+    k = layer.params["kernel"]
+    assert k.dtype == np.float32 and np.abs(k).max() <= limit and np.abs(k).max() > 0.9 * limit
+    assert not layer.params["bias"].any()
+
+
+@pytest.mark.parametrize(
+    "make, shape, message",
+    [
+        (lambda: layers.Conv2D(8, 3), (28, 28), r"rank 4 \(N, H, W, C\).*add a channel axis"),
+        (lambda: layers.Conv2D(8, 7), (5, 5, 1), r"kernel 7x7 is larger than its input 5x5"),
+        (lambda: layers.Dense(3), (4, 4, 2), r"Dense .* expects input of rank 2.*Flatten"),
+        (lambda: layers.MaxPooling2D(4), (3, 3, 1), r"larger than its input"),
+    ],
+)
+def test_bad_input_shapes_name_the_layer(make, shape, message):
+    layer = make()
+    with pytest.raises(ValueError, match=message) as info:
+        layer.build(shape)
+    assert layer.name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: layers.Conv2D(0, 3), "filters must be a positive int"),
+        (lambda: layers.Conv2D(4, 3, padding="full"), "padding must be 'valid' or 'same'"),
+        (lambda: layers.Conv2D(4, (3, 0)), "kernel_size must hold positive ints"),
+        (lambda: layers.Dense(4, activation="swishy"), "unknown activation"),
+        (lambda: layers.Dropout(1.0), r"rate must be in \[0, 1\)"),
+    ],
+)
+def test_bad_arguments_raise(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_standalone_call_checks_batch_shape():
+    layer = layers.Conv2D(2, 3, input_shape=(8, 8, 1))
+    layer.build((8, 8, 1))
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 8, 8, 1\); got \(2, 9, 9, 1\)"):
+        layer(np.zeros((2, 9, 9, 1), np.float32))
+    assert layer(np.zeros((2, 8, 8, 1), np.float32)).shape == (2, 6, 6, 2)
+
+
+def test_config_round_trip_rebuilds_the_same_layer():
+    for layer in (
+        layers.Conv2D(4, (3, 2), strides=2, padding="same", activation="relu", name="c"),
+        layers.Dense(3, activation="softmax", use_bias=False),
+        layers.MaxPooling2D(3, 2, "same"),
+        layers.Dropout(0.3, seed=1),
+    ):
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
