@@ -22,3 +22,14 @@ __all__ = [
     "Activation",
     "ReLU",
 ]
+
+
+def registry() -> dict[str, type]:
+    """Layer classes by name, for rebuilding a model from its saved config."""
+    from . import preprocessing
+
+    found = {name: cls for name, cls in globals().items() if isinstance(cls, type) and issubclass(cls, Layer)}
+    found.update(
+        {name: cls for name, cls in vars(preprocessing).items() if isinstance(cls, type) and issubclass(cls, Layer)}
+    )
+    return found
