@@ -227,9 +227,7 @@ class RandomRotation(_AffineLayer):
     ``fill_value`` is used by 'constant'. x: (N, H, W, C) -> (N, H, W, C).
     """
 
-    def __init__(
-        self, factor, fill_mode="reflect", interpolation="bilinear", seed=None, fill_value=0.0, **kwargs
-    ):
+    def __init__(self, factor, fill_mode="reflect", interpolation="bilinear", seed=None, fill_value=0.0, **kwargs):
         super().__init__(fill_mode, interpolation, seed, fill_value, **kwargs)
         self.lower, self.upper = _bounds(f"RandomRotation '{self.name}'", "factor", factor, sort=True)
         self.factor = _jsonable(factor)
@@ -329,8 +327,7 @@ class RandomContrast(_ImageLayer):
             self.lower = self.upper = _number(layer, "factor", factor)
         if not (0.0 <= self.lower <= 1.0 and self.upper >= 0.0):
             raise ValueError(
-                f"{layer}: factor must be >= 0 (and its lower part <= 1, so the contrast stays >= 0); "
-                f"got {factor!r}"
+                f"{layer}: factor must be >= 0 (and its lower part <= 1, so the contrast stays >= 0); got {factor!r}"
             )
         if value_range is not None:
             if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
