@@ -236,3 +236,84 @@ def _check_layout(spans: dict[str, tuple[int, int]], data_len: int, fail) -> Non
 
 def _is_count(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+# ---------------------------------------------------------------------------------------------------- models
+FORMAT = "minicnn"
+FORMAT_VERSION = "1"
+
+
+def save_model(model, path) -> None:
+    """One ``.safetensors`` file: weights (``weights/<layer>/<key>``), optimizer state (``optimizer/...``), and
+    in the metadata the architecture, the compile settings and the class names, as JSON. Written atomically."""
+    from minicnn import __version__
+
+    tensors = {
+        f"weights/{layer.name}/{key}": w
+        for layer in model.layers
+        for key, w in zip(layer.params, layer.get_weights(), strict=True)
+    }
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "minicnn_version": __version__,
+        "model_config": json.dumps(model.get_config()),
+    }
+    if model.optimizer is not None and model.loss is not None:
+        metadata["compile_config"] = json.dumps(
+            {
+                "optimizer": {"class_name": type(model.optimizer).__name__, "config": model.optimizer.get_config()},
+                "loss": {"class_name": type(model.loss).__name__, "config": model.loss.get_config()},
+                "metrics": list(model.metrics),
+            }
+        )
+        tensors.update({f"optimizer/{k}": np.asarray(v) for k, v in model.optimizer.get_state().items()})
+    if model.class_names is not None:
+        metadata["class_names"] = json.dumps(list(model.class_names))
+    save_safetensors(path, tensors, metadata)
+
+
+def load_model(path, device: str | None = None):
+    """Rebuild a model saved by ``save_model``: same predictions, and ``fit`` continues where it stopped.
+
+    Raises ``ModelFileError`` naming the file for anything that is not a complete minicnn model file.
+    """
+    from minicnn.model import Sequential
+
+    tensors, metadata = load_safetensors(path)
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path}: a safetensors file, but not a minicnn model (its metadata has no format='{FORMAT}' tag); "
+            "it may hold another framework's weights"
+        )
+    try:
+        config = json.loads(metadata["model_config"])
+        compile_config = json.loads(metadata["compile_config"]) if "compile_config" in metadata else None
+        class_names = json.loads(metadata["class_names"]) if "class_names" in metadata else None
+    except (KeyError, json.JSONDecodeError) as err:
+        raise ModelFileError(f"{path}: the model's metadata is damaged ({err})") from None
+    try:
+        model = Sequential.from_config(config, device=device)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ModelFileError(f"{path}: cannot rebuild the architecture: {err}") from None
+    weights = []
+    for layer in model.layers:
+        for key in layer.params:
+            name = f"weights/{layer.name}/{key}"
+            if name not in tensors:
+                raise ModelFileError(f"{path}: weight '{name}' is missing")
+            weights.append(tensors[name])
+    try:
+        model.set_weights(weights)
+    except ValueError as err:
+        raise ModelFileError(f"{path}: {err}") from None
+    if compile_config is not None:
+        model.compile(compile_config["optimizer"], compile_config["loss"], compile_config["metrics"])
+        state = {k[len("optimizer/") :]: v for k, v in tensors.items() if k.startswith("optimizer/")}
+        if state:
+            try:
+                model.optimizer.set_state(state)
+            except ValueError as err:
+                raise ModelFileError(f"{path}: optimizer state does not fit the model: {err}") from None
+    model.class_names = class_names
+    return model

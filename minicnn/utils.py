@@ -16,7 +16,7 @@ def set_random_seed(seed: int) -> None:
     """Make everything that follows reproducible: models, initial weights, shuffling, dropout, augmentation."""
     global _seed_sequence
     _seed_sequence = np.random.SeedSequence(int(seed))
-    np.random.seed(int(seed) % 2**32)  # for user code that still uses the legacy global functions
+    np.random.seed(int(seed) % 2**32)  # noqa: NPY002  (for user code that still uses the legacy global functions)
 
 
 def new_rng(seed: int | None = None) -> np.random.Generator:

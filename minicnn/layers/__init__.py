@@ -5,6 +5,7 @@ from .conv import Conv2D
 from .core import Activation, Dropout, Flatten, Input, InputLayer, ReLU
 from .dense import Dense
 from .pool import AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, MaxPool2D, MaxPooling2D
+from .preprocessing import RandomContrast, RandomFlip, RandomRotation, RandomTranslation, RandomZoom, Rescaling
 
 __all__ = [
     "Layer",
@@ -21,15 +22,15 @@ __all__ = [
     "Dropout",
     "Activation",
     "ReLU",
+    "Rescaling",
+    "RandomFlip",
+    "RandomRotation",
+    "RandomTranslation",
+    "RandomZoom",
+    "RandomContrast",
 ]
 
 
 def registry() -> dict[str, type]:
     """Layer classes by name, for rebuilding a model from its saved config."""
-    from . import preprocessing
-
-    found = {name: cls for name, cls in globals().items() if isinstance(cls, type) and issubclass(cls, Layer)}
-    found.update(
-        {name: cls for name, cls in vars(preprocessing).items() if isinstance(cls, type) and issubclass(cls, Layer)}
-    )
-    return found
+    return {name: cls for name, cls in globals().items() if isinstance(cls, type) and issubclass(cls, Layer)}
