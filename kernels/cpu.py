@@ -105,31 +105,28 @@ def _maxpool_forward(x, ph, pw, sh, sw, pt, pl, out, argmax):
     _, Ho, Wo, _ = out.shape
     for ni in prange(N * Ho):
         n, i = ni // Ho, ni % Ho
+        r0, r1 = max(i * sh - pt, 0), min(i * sh - pt + ph, H)
         for j in range(Wo):
+            s0, s1 = max(j * sw - pl, 0), min(j * sw - pl + pw, W)
+            # The first element of the window starts as the winner; then a strict '>' keeps the first maximum
+            # (in row-major window order) on ties. The channel loop is innermost: contiguous, so it vectorises.
             for c in range(C):
-                best = -np.inf
-                best_at = -1
-                for p in range(ph):
-                    r = i * sh + p - pt
-                    if r < 0 or r >= H:
-                        continue
-                    for q in range(pw):
-                        s = j * sw + q - pl
-                        if s < 0 or s >= W:
-                            continue
+                out[n, i, j, c] = x[n, r0, s0, c]
+                argmax[n, i, j, c] = r0 * W + s0
+            for r in range(r0, r1):
+                for s in range(s0, s1):
+                    for c in range(C):
                         v = x[n, r, s, c]
-                        if v > best or best_at < 0:  # strict '>': the first maximum wins a tie
-                            best = v
-                            best_at = r * W + s
-                out[n, i, j, c] = best
-                argmax[n, i, j, c] = best_at
+                        if v > out[n, i, j, c]:
+                            out[n, i, j, c] = v
+                            argmax[n, i, j, c] = r * W + s
 
 
 @njit(cache=True, parallel=True)
 def _maxpool_backward(dout, argmax, dx):
     N, Ho, Wo, C = dout.shape
     W = dx.shape[2]
-    for n in prange(N):
+    for n in prange(N):  # one image per iteration: overlapping windows add into one thread's image only
         for i in range(Ho):
             for j in range(Wo):
                 for c in range(C):

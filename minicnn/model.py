@@ -398,6 +398,12 @@ class Sequential:
         if names:
             self.class_names = list(names)
 
+    def profile(self, x, y, batch_size: int = 32, steps: int = 10, print_fn=print) -> dict:
+        """Time each layer's forward and backward over a few training steps; see ``minicnn.profiler``."""
+        from minicnn.profiler import profile
+
+        return profile(self, x, y, batch_size=batch_size, steps=steps, print_fn=print_fn)
+
     # ------------------------------------------------------------------------------------------------ weights
     def get_weights(self) -> list[np.ndarray]:
         return [w for layer in self.layers for w in layer.get_weights()]

@@ -229,6 +229,7 @@ def test_sparse_labels_given_to_categorical_loss():
         model.fit(np.zeros((3, 8, 8, 1)), np.array([0, 1, 2]), verbose=0)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_nan_loss_stops_training_with_a_message():
     x, y = toy_data(32)
     model = small_model()
