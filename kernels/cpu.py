@@ -93,9 +93,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     return gemm.conv2d_forward(x, w, b, stride, pad, im2col=im2col)
 
 
-def conv2d_backward(dout, cache):
-    """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C), dw: (kh, kw, C, F), db: (F,)"""
-    return gemm.conv2d_backward(dout, cache, col2im=col2im)
+def conv2d_backward(dout, cache, need_dx=True):
+    """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C) (None unless ``need_dx``), dw: (kh, kw, C, F), db: (F,)"""
+    return gemm.conv2d_backward(dout, cache, need_dx, col2im=col2im)
 
 
 # ---------------------------------------------------------------------------------------------------- pooling

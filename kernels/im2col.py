@@ -84,13 +84,19 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), im2col=im2col):
     return out.reshape(N, Ho, Wo, F), (x.shape, w, cols, stride, pad)
 
 
-def conv2d_backward(dout, cache, col2im=col2im):
-    """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C), dw: (kh, kw, C, F), db: (F,)"""
+def conv2d_backward(dout, cache, need_dx=True, col2im=col2im):
+    """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C), dw: (kh, kw, C, F), db: (F,)
+
+    ``need_dx=False`` (the first layer: nobody needs the gradient of the images) returns ``dx = None`` and saves
+    a GEMM and the col2im.
+    """
     x_shape, w, cols, stride, pad = cache
     kh, kw, _, F = w.shape
     d2 = dout.reshape(-1, F)
     db = d2.sum(axis=0)
     dw = (cols.T @ d2).reshape(w.shape)
+    if not need_dx:
+        return None, dw, db
     dcols = d2 @ w.reshape(-1, F).T
     return np.ascontiguousarray(col2im(dcols, x_shape, kh, kw, stride, pad)), dw, db
 
@@ -138,10 +144,10 @@ def dense_forward(x, w, b):
     return out, (x, w)
 
 
-def dense_backward(dout, cache):
-    """dout: (N, M) -> dx: (N, D), dw: (D, M), db: (M,)"""
+def dense_backward(dout, cache, need_dx=True):
+    """dout: (N, M) -> dx: (N, D) (None unless ``need_dx``), dw: (D, M), db: (M,)"""
     x, w = cache
-    return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+    return (dout @ w.T if need_dx else None), x.T @ dout, dout.sum(axis=0)
 
 
 def _window_counts(H, W, pool, stride, pad):

@@ -55,7 +55,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     return out, (x, w, stride, pad)
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, need_dx=True):
     """Gradients of ``conv2d_forward``: each output touched ``kh*kw*C`` inputs and weights; send ``dout`` back
     along the same edges.
 
@@ -86,8 +86,8 @@ def conv2d_backward(dout, cache):
                             for c in range(C):
                                 dw[p, q, c, f] += xp[n, i * sh + p, j * sw + q, c] * g
                                 dxp[n, i * sh + p, j * sw + q, c] += w[p, q, c, f] * g
-    dx = dxp[:, pt : pt + H, pl : pl + W, :]
-    return np.ascontiguousarray(dx), dw, db
+    dx = np.ascontiguousarray(dxp[:, pt : pt + H, pl : pl + W, :]) if need_dx else None
+    return dx, dw, db
 
 
 # ---------------------------------------------------------------------------------------------------- pooling
@@ -203,7 +203,7 @@ def dense_forward(x, w, b):
     return out, (x, w)
 
 
-def dense_backward(dout, cache):
+def dense_backward(dout, cache, need_dx=True):
     """``dx = dout w^T``, ``dw = x^T dout``, ``db = sum_n dout``, written out.
 
     dout: (N, M) -> dx: (N, D), dw: (D, M), db: (M,)
@@ -221,4 +221,4 @@ def dense_backward(dout, cache):
             for d in range(D):
                 dx[n, d] += w[d, m] * g
                 dw[d, m] += x[n, d] * g
-    return dx, dw, db
+    return (dx if need_dx else None), dw, db

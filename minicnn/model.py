@@ -54,6 +54,7 @@ class Sequential:
         self.stop_training = False
         self.class_names: list[str] | None = None
         self.history = None
+        self._first_trainable = 0
         for layer in layers or []:
             self.add(layer)
 
@@ -74,6 +75,7 @@ class Sequential:
             self.input_shape = layer.input_shape
         if self.built:
             self._build_layer(layer, self.layers[-2].output_shape if len(self.layers) > 1 else self.input_shape)
+            self._mark_input_gradients()
         elif self.input_shape is not None:
             self.build(self.input_shape)
 
@@ -88,6 +90,15 @@ class Sequential:
             self._build_layer(layer, shape)
             shape = layer.output_shape
         self.built = bool(self.layers)
+        self._mark_input_gradients()
+
+    def _mark_input_gradients(self) -> None:
+        """Backward stops at the first layer with weights: what comes before it (rescaling, augmentation) has
+        nothing to learn, and the gradient with respect to the input images is never used."""
+        first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
+        for i, layer in enumerate(self.layers):
+            layer.need_input_gradient = i > first
+        self._first_trainable = first
 
     def _build_layer(self, layer: Layer, shape: tuple) -> None:
         layer.backend = self.backend
@@ -174,7 +185,7 @@ class Sequential:
         else:
             loss, dout = self.loss.forward(out, y)
             dout = last.backward(dout)
-        for layer in reversed(self.layers[:-1]):
+        for layer in reversed(self.layers[self._first_trainable : -1]):
             dout = layer.backward(dout)
         self.optimizer.apply_gradients(self._trainable_items())
         return float(loss), out

@@ -37,7 +37,7 @@ def profile(model, x, y, batch_size: int = 32, steps: int = 10, print_fn=print) 
         else:
             _, dout = model.loss.forward(out, yb)
         loss_t[s] = time.perf_counter() - t
-        for i in range(n - 1, -1, -1):
+        for i in range(n - 1, model._first_trainable - 1, -1):
             t = time.perf_counter()
             layer = model.layers[i]
             dout = (

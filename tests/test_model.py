@@ -269,3 +269,14 @@ def test_verbose_progress_bar_shows_steps_and_metrics(compiled, capsys):
     compiled.fit(x, y, epochs=2, batch_size=10, verbose=1)
     out = capsys.readouterr().out
     assert "Epoch 2/2" in out and "4/4" in out and "loss:" in out and "accuracy:" in out
+
+
+def test_backward_stops_at_the_first_layer_with_weights():
+    model = minicnn.Sequential(
+        [layers.Input(shape=(8, 8, 1)), layers.Rescaling(0.5), layers.Conv2D(2, 3), layers.Flatten(), layers.Dense(2)]
+    )
+    assert [layer.need_input_gradient for layer in model.layers] == [False, False, True, True]
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.train_on_batch(np.ones((2, 8, 8, 1), np.float32), np.array([0, 1]))
+    conv = model.layers[1]
+    assert conv.grads["kernel"].shape == (3, 3, 1, 2)

@@ -53,6 +53,8 @@ class Layer:
         self.built = False
         self.output_shape: tuple | None = None
         self.backend = get_backend()
+        # False for the first layer with weights in a model: the gradient w.r.t. the images is never used.
+        self.need_input_gradient = True
 
     # ------------------------------------------------------------------------------------------------ building
     def build(self, input_shape: tuple, rng: np.random.Generator | None = None) -> None:

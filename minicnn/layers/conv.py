@@ -94,7 +94,7 @@ class Conv2D(Layer):
         """
         conv_cache, act_cache, _ = self.cache
         dz = dout if skip_activation else self.backend.activation_backward(self.activation, dout, act_cache)
-        dx, dw, db = self.backend.conv2d_backward(dz, conv_cache)
+        dx, dw, db = self.backend.conv2d_backward(dz, conv_cache, self.need_input_gradient)
         self.grads["kernel"] = dw
         if self.use_bias:
             self.grads["bias"] = db

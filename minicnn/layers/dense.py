@@ -67,7 +67,7 @@ class Dense(Layer):
         """
         dense_cache, act_cache, _ = self.cache
         dz = dout if skip_activation else self.backend.activation_backward(self.activation, dout, act_cache)
-        dx, dw, db = self.backend.dense_backward(dz, dense_cache)
+        dx, dw, db = self.backend.dense_backward(dz, dense_cache, self.need_input_gradient)
         self.grads["kernel"] = dw
         if self.use_bias:
             self.grads["bias"] = db
