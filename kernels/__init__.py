@@ -4,5 +4,7 @@
 * ``im2col``: NumPy vectorised im2col / col2im and convolution as im2col + GEMM.
 * ``cpu``: Numba ``@njit`` kernels with the same signatures (the default CPU engine).
 * ``activations``, ``losses``, ``updates``: element-wise maths, fused losses and optimizer steps.
-* ``cuda``: ``numba.cuda`` kernels with the same signatures (imported only when asked for).
+* ``augment``: bilinear affine sampling, flips and contrast for the augmentation layers.
+* ``cuda`` and ``cuda_*``: ``numba.cuda`` kernels with the same signatures (GEMM, conv, pooling, reductions,
+  element-wise, losses, updates), imported only when the ``cuda`` backend is asked for.
 """

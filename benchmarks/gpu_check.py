@@ -1,0 +1,555 @@
+"""The one script to run on a lent GPU: is the CUDA backend right there, and how fast is it against PyTorch?
+
+In order, each part on its own (one failing part does not stop the others):
+
+1. the GPU and the versions of everything involved;
+2. ``pytest tests/test_cuda.py`` on the real GPU (no simulator);
+3. every CUDA kernel against the NumPy backend (or the CPU maths) on fresh random inputs at realistic sizes,
+   as relative errors;
+4. the SGEMM against cuBLAS (``torch.matmul``, fp32, TF32 off) at 1024^3 and 4096^3, and at the shapes a CNN's
+   training step multiplies, in TFLOP/s and % of cuBLAS;
+5. ``time_models``: training throughput of two small CNNs, minicnn on CUDA against PyTorch on CUDA (skipped,
+   saying so, while ``minicnn.Sequential`` cannot be imported).
+
+A short table is printed last; with ``$OUT`` set, ``gpu_check.json`` and ``gpu_check.log`` are written there.
+
+Run it from the repository root. On the lent machines (numpy 2.5 there breaks numba-cuda; see GPU.md), with a
+numpy 2.4 wheel carried in ``.whl/``:
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
+    PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_check.py
+
+minicnn need not be installed: the script maps ``minicnn.kernels`` to ``kernels/`` as the installed package does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+WORKDIR = REPO  # where child processes start
+LOG: list[str] = []
+RESULTS: dict = {}
+
+
+def say(*parts) -> None:
+    line = " ".join(str(p) for p in parts)
+    print(line, flush=True)
+    LOG.append(line)
+
+
+def make_minicnn_importable() -> None:
+    """``minicnn.kernels`` lives in ``kernels/`` (pyproject's package-dir), which an install maps into place.
+    Without an install, build that layout from symlinks in a temporary folder and put it first on the path, for
+    this process and (through ``PYTHONPATH``) for the processes the tests start."""
+    import tempfile
+
+    global WORKDIR
+    probe = subprocess.run(
+        [sys.executable, "-c", "import minicnn.kernels"], cwd=tempfile.gettempdir(), capture_output=True
+    )
+    if probe.returncode == 0:
+        return  # installed (editable or not): imports work as they are
+    shim = Path(tempfile.mkdtemp(prefix="minicnn-path-")) / "minicnn"
+    shim.mkdir()
+    for entry in (REPO / "minicnn").iterdir():
+        (shim / entry.name).symlink_to(entry)
+    (shim / "kernels").symlink_to(REPO / "kernels")
+    sys.path.insert(0, str(shim.parent))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim.parent), os.environ.get("PYTHONPATH")) if p)
+    WORKDIR = shim.parent  # a child started in REPO would find REPO/minicnn (without kernels) first
+
+
+def section(title: str):
+    """Run a part, log its failure with the traceback, and go on."""
+
+    def wrap(f):
+        def run(*args, **kwargs):
+            say(f"\n=== {title} ===")
+            try:
+                return f(*args, **kwargs)
+            except Exception:
+                say(f"FAILED: {title}\n{traceback.format_exc()}")
+                RESULTS.setdefault("failures", []).append(title)
+                return None
+
+        return run
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------------------- 1. versions
+@section("GPU and versions")
+def environment() -> dict:
+    from numba import cuda
+
+    import minicnn.kernels.cuda as kcuda
+
+    problem = kcuda.cuda_status()
+    if problem:
+        raise RuntimeError(problem)
+    import numba
+
+    dev = cuda.get_current_device()
+    name = getattr(dev, "name", "CUDA simulator")
+    info = {
+        "gpu": name.decode() if isinstance(name, bytes) else str(name),
+        "compute_capability": ".".join(map(str, dev.compute_capability)),
+        "sms": getattr(dev, "MULTIPROCESSOR_COUNT", None),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_cuda": _version("numba-cuda"),
+        "cuda_driver": _try(lambda: ".".join(map(str, cuda.cudadrv.driver.driver.get_version()))),
+        "cuda_runtime": _try(lambda: ".".join(map(str, cuda.runtime.get_version()))),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_cuda"] = torch.version.cuda
+    except ImportError:
+        info["torch"] = None
+    for k, v in info.items():
+        say(f"{k:20s} {v}")
+    RESULTS["environment"] = info
+    return info
+
+
+def _try(f):
+    try:
+        return f()
+    except Exception as e:
+        return f"? ({type(e).__name__})"
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------- 2. tests
+@section("tests/test_cuda.py on the GPU")
+def run_tests() -> None:
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_cuda.py"), "--rootdir", str(REPO)]
+    cmd += ["-c", str(REPO / "pyproject.toml"), "-q", "-p", "no:cacheprovider", "-rfEs", "-m", "not slow"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=WORKDIR, env=env, capture_output=True, text=True, timeout=420)
+    tail = (done.stdout + done.stderr).strip().splitlines()
+    for line in tail[-25:]:
+        say("  " + line)
+    RESULTS["pytest"] = {"returncode": done.returncode, "summary": tail[-1] if tail else "", "seconds": 0.0}
+    RESULTS["pytest"]["seconds"] = round(time.perf_counter() - start, 1)
+
+
+# ---------------------------------------------------------------------------------------------------- 3. kernels
+def _err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
+
+
+SIZES = {  # realistic sizes, and the tiny ones of --smoke (this script checked under the simulator)
+    "gemm": ((1000, 300, 500), (20, 9, 13)),
+    "conv": (
+        [
+            ((64, 28, 28, 32), 3, 64, (1, 1), "same"),
+            ((64, 15, 15, 16), 5, 32, (2, 2), "same"),
+            ((64, 13, 13, 32), 3, 64, (1, 1), "valid"),
+        ],
+        [
+            ((2, 6, 6, 3), 3, 4, (1, 1), "same"),
+            ((2, 7, 7, 2), 5, 3, (2, 2), "same"),
+            ((2, 6, 6, 2), 3, 4, (1, 1), "valid"),
+        ],
+    ),
+    "dense": ((256, 3136, 128), (8, 20, 6)),
+    "pool": ((64, 28, 28, 32), (2, 6, 6, 3)),
+    "activation": ((64, 26, 26, 32), (2, 3, 3, 4)),
+    "rows": ((1024, 10), (6, 10)),
+    "params": (3136 * 128, 50),
+}
+
+
+@section("CUDA kernels vs CPU at realistic sizes")
+def check_kernels(smoke: bool = False) -> None:
+    from minicnn.backend import get_backend
+    from minicnn.kernels import activations, losses, updates
+    from minicnn.kernels import im2col as cpu
+    from minicnn.kernels.cuda_gemm import gemm
+    from minicnn.kernels.shapes import padding_amounts
+
+    size = {k: v[1] if smoke else v[0] for k, v in SIZES.items()}
+    bk, host = get_backend("cuda"), get_backend("numpy")
+    rng = np.random.default_rng(2024)
+    rows = []
+
+    def record(name, got, want, tol=1e-5):
+        err = _err(bk.to_numpy(got), want)
+        rows.append({"kernel": name, "rel_err": err, "ok": err < tol})
+        say(f"  {name:48s} rel err {err:.2e} {'ok' if err < tol else 'FAIL'}")
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    M, N, K = size["gemm"]
+    a, b = r(M, K), r(K, N)
+    for ta, tb in [(False, False), (False, True), (True, False)]:
+        A, B = (a.T.copy() if ta else a), (b.T.copy() if tb else b)
+        got = gemm(bk.asarray(A), bk.asarray(B), ta, tb)
+        record(f"gemm {'t' if ta else 'n'}{'t' if tb else 'n'} {M}x{N}x{K}", got, a @ b)
+
+    for x_shape, k, F, stride, padding in size["conv"]:
+        x, w, bias = r(*x_shape), r(k, k, x_shape[3], F) * 0.1, r(F)
+        pad = padding_amounts(x_shape[1], x_shape[2], k, k, stride, padding)
+        want, cache = cpu.conv2d_forward(x, w, bias, stride, pad)
+        out, dcache = bk.conv2d_forward(bk.asarray(x), bk.asarray(w), bk.asarray(bias), stride, pad)
+        tag = f"conv2d {x_shape} k{k} s{stride[0]} {padding}"
+        record(tag + " fwd", out, want)
+        dout = r(*want.shape)
+        for name, got, ref in zip(
+            ("dx", "dw", "db"),
+            bk.conv2d_backward(bk.asarray(dout), dcache),
+            cpu.conv2d_backward(dout, cache),
+            strict=True,
+        ):
+            record(f"{tag} {name}", got, ref, tol=1e-4 if name != "dx" else 1e-5)
+
+    n, d, m = size["dense"]
+    x, w, bias = r(n, d), r(d, m) * 0.02, r(m)
+    want, cache = cpu.dense_forward(x, w, bias)
+    out, dcache = bk.dense_forward(bk.asarray(x), bk.asarray(w), bk.asarray(bias))
+    record(f"dense {n}x{d} -> {m} fwd", out, want)
+    dout = r(n, m)
+    for name, got, ref in zip(
+        ("dx", "dw", "db"), bk.dense_backward(bk.asarray(dout), dcache), cpu.dense_backward(dout, cache), strict=True
+    ):
+        record(f"dense {name}", got, ref)
+
+    for kind in ("maxpool2d", "avgpool2d"):
+        for pool, stride, padding in [((2, 2), (2, 2), "valid"), ((3, 3), (2, 2), "same")]:
+            x = r(*size["pool"])
+            pad = padding_amounts(x.shape[1], x.shape[2], *pool, stride, padding)
+            want, cache = getattr(cpu, kind + "_forward")(x, pool, stride, pad)
+            out, dcache = getattr(bk, kind + "_forward")(bk.asarray(x), pool, stride, pad)
+            record(f"{kind} pool{pool[0]} s{stride[0]} {padding} fwd", out, want)
+            dout = r(*want.shape)
+            dx = getattr(bk, kind + "_backward")(bk.asarray(dout), dcache)
+            record(
+                f"{kind} pool{pool[0]} s{stride[0]} {padding} bwd", dx, getattr(cpu, kind + "_backward")(dout, cache)
+            )
+
+    for name in ("relu", "sigmoid", "tanh", "softmax", "leaky_relu"):
+        shape = size["rows"] if name == "softmax" else size["activation"]
+        x, dout = r(*shape) * 3, r(*shape)
+        y, cache = activations.activation_forward(name, x)
+        dy, dcache = bk.activation_forward(name, bk.asarray(x))
+        record(f"{name} fwd", dy, y)
+        record(
+            f"{name} bwd",
+            bk.activation_backward(name, bk.asarray(dout), dcache),
+            activations.activation_backward(name, dout, cache),
+        )
+
+    x = r(*size["activation"])
+    y, mask = host.dropout_forward(x, 0.5, np.random.default_rng(5))
+    dy, dmask = bk.dropout_forward(bk.asarray(x), 0.5, np.random.default_rng(5))
+    record("dropout mask (same draws as CPU)", dmask, mask, tol=1e-12)
+
+    z, labels = r(*size["rows"]) * 2, rng.integers(0, 10, size["rows"][0])
+    probs = activations.softmax(z)
+    targets = activations.softmax(r(*size["rows"]))
+    sig = 1 / (1 + np.exp(-z))
+    for name, pred, y in [
+        ("softmax_cross_entropy", z, labels),
+        ("softmax_cross_entropy", z, targets),
+        ("cross_entropy", probs, labels),
+        ("sigmoid_binary_cross_entropy", z, rng.random(z.shape).astype(np.float32)),
+        ("binary_cross_entropy", sig, rng.random(z.shape).astype(np.float32)),
+    ]:
+        loss, grad = getattr(losses, name)(pred, y)
+        dloss, dgrad = getattr(bk, name)(bk.asarray(pred), y)
+        record(f"{name} loss", np.float64(dloss), loss)
+        record(f"{name} grad", dgrad, grad)
+
+    p, g = r(size["params"]), r(size["params"])
+    for name, state, kwargs in [
+        ("sgd_update", 1, dict(lr=0.01, momentum=0.9, nesterov=True)),
+        ("adam_update", 2, dict(lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, t=3, weight_decay=0.004)),
+        ("rmsprop_update", 1, dict(lr=1e-3, rho=0.9, epsilon=1e-7)),
+    ]:
+        st = [np.abs(r(p.size)) * 0.01 for _ in range(state)]
+        dp, dst = bk.asarray(p), [bk.asarray(s) for s in st]
+        hp = p.copy()
+        getattr(updates, name)(hp, g, *st, **kwargs)
+        getattr(bk, name)(dp, bk.asarray(g), *dst, **kwargs)
+        record(name, dp, hp)
+
+    RESULTS["kernels"] = rows
+
+
+# ---------------------------------------------------------------------------------------------------- 4. GEMM
+def _time(f, sync, warmup=2, min_seconds=0.5, max_reps=200) -> float:
+    """Seconds per call of ``f``, after ``warmup`` calls (JIT compilation included there)."""
+    for _ in range(warmup):
+        f()
+    sync()
+    reps, start = 0, time.perf_counter()
+    while reps < max_reps and (reps < 3 or time.perf_counter() - start < min_seconds):
+        f()
+        reps += 1
+    sync()
+    return (time.perf_counter() - start) / reps
+
+
+def _time_one_gemm(M, N, K, ta, tb):
+    """Seconds per product for minicnn's SGEMM and for torch.matmul on the same operands, and their difference."""
+    import torch
+    from numba import cuda
+
+    from minicnn.kernels.cuda_gemm import gemm
+
+    a = torch.randn((K, M) if ta else (M, K), device="cuda")
+    b = torch.randn((N, K) if tb else (K, N), device="cuda")
+    da, db = cuda.as_cuda_array(a), cuda.as_cuda_array(b)
+    out = cuda.device_array((M, N), dtype=np.float32)
+    ours = _time(lambda: gemm(da, db, ta, tb, out=out), cuda.synchronize)
+    a_, b_ = (a.T if ta else a), (b.T if tb else b)
+    theirs = _time(lambda: torch.matmul(a_, b_), torch.cuda.synchronize)
+    return ours, theirs, _err(out.copy_to_host(), torch.matmul(a_, b_).cpu().numpy())
+
+
+@section("SGEMM vs cuBLAS (fp32, TF32 off)")
+def time_gemm() -> None:
+    import torch
+
+    from minicnn.kernels.cuda_gemm import choose_split_k, choose_tile
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    rows = []
+    cases = [  # (label, M, N, K, trans_a, trans_b)
+        ("square 1024^3", 1024, 1024, 1024, False, False),
+        ("square 4096^3", 4096, 4096, 4096, False, False),
+        ("conv2 fwd, batch 256: cols @ w", 256 * 11 * 11, 64, 288, False, False),
+        ("conv2 dw, batch 256: cols^T @ dout", 288, 64, 256 * 11 * 11, True, False),
+        ("conv2 dcols, batch 256: dout @ w^T", 256 * 11 * 11, 288, 64, False, True),
+        ("fc1 fwd, batch 1024", 1024, 128, 1600, False, False),
+    ]
+    for label, M, N, K, ta, tb in cases:
+        ours, theirs, err = _time_one_gemm(M, N, K, ta, tb)
+        flops = 2.0 * M * N * K
+        tile = choose_tile(M, N)
+        row = {
+            "case": label,
+            "M": M,
+            "N": N,
+            "K": K,
+            "tile": f"{tile.bm}x{tile.bn}/{tile.tm}x{tile.tn}",
+            "split_k": choose_split_k(M, N, K, tile),
+            "minicnn_tflops": flops / ours / 1e12,
+            "cublas_tflops": flops / theirs / 1e12,
+            "pct_of_cublas": 100 * theirs / ours,
+            "rel_err": err,
+        }
+        rows.append(row)
+        say(
+            f"  {label:38s} {row['minicnn_tflops']:6.2f} TFLOP/s vs cuBLAS {row['cublas_tflops']:6.2f}"
+            f" ({row['pct_of_cublas']:5.1f} %)  tile {row['tile']} split {row['split_k']}  err {err:.1e}"
+        )
+    RESULTS["gemm"] = rows
+
+
+# ---------------------------------------------------------------------------------------------------- 5. models
+MODELS = {
+    # name: (input shape, [(kind, arg)...]) -- the same network is built in minicnn and in PyTorch
+    "R": ((28, 28, 1), [("conv", 32), ("pool", 2), ("conv", 64), ("pool", 2), ("flatten", 0), ("dense", 128)]),
+    "C": (
+        (32, 32, 3),
+        [
+            ("conv", 32),
+            ("conv", 32),
+            ("pool", 2),
+            ("conv", 64),
+            ("conv", 64),
+            ("pool", 2),
+            ("flatten", 0),
+            ("dense", 256),
+        ],
+    ),
+}
+
+
+def _minicnn_model(name):
+    import minicnn
+    from minicnn import layers
+
+    shape, spec = MODELS[name]
+    stack = [layers.Input(shape)]
+    for kind, arg in spec:
+        if kind == "conv":
+            stack.append(layers.Conv2D(arg, 3, activation="relu", padding="same" if name == "C" else "valid"))
+        elif kind == "pool":
+            stack.append(layers.MaxPooling2D(arg))
+        elif kind == "flatten":
+            stack.append(layers.Flatten())
+        else:
+            stack.append(layers.Dense(arg, activation="relu"))
+    stack.append(layers.Dense(10, activation="softmax"))
+    model = minicnn.Sequential(stack, seed=0, device="cuda")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _torch_model(name):
+    import torch
+    from torch import nn
+
+    shape, spec = MODELS[name]
+    H, W, C = shape
+    mods, c, size = [], C, H
+    for kind, arg in spec:
+        if kind == "conv":
+            same = name == "C"
+            mods += [nn.Conv2d(c, arg, 3, padding=1 if same else 0), nn.ReLU()]
+            c, size = arg, size if same else size - 2
+        elif kind == "pool":
+            mods.append(nn.MaxPool2d(arg))
+            size //= arg
+        elif kind == "flatten":
+            mods.append(nn.Flatten())
+            c = c * size * size
+        else:
+            mods += [nn.Linear(c, arg), nn.ReLU()]
+            c = arg
+    mods.append(nn.Linear(c, 10))
+    model = nn.Sequential(*mods).cuda()
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+@section("training throughput: minicnn CUDA vs PyTorch CUDA (fp32, Adam, random data)")
+def time_models(batches=(64, 256, 1024), steps=10) -> None:
+    try:
+        import minicnn
+
+        minicnn.Sequential  # noqa: B018
+    except (ImportError, AttributeError) as e:
+        say(f"  model timing skipped: minicnn.Sequential is not available ({e})")
+        return
+    import torch
+    import torch.nn.functional as F
+    from numba import cuda
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    rows = []
+    for name, (shape, _) in MODELS.items():
+        for batch in batches:
+            rng = np.random.default_rng(0)
+            x = rng.random((batch, *shape), dtype=np.float32)
+            y = rng.integers(0, 10, batch)
+
+            model = _minicnn_model(name)
+            bk = model.backend
+            dx, dy = bk.asarray(x), bk.asarray(y, np.int64)
+            ours = _time(lambda m=model, dx=dx, dy=dy: m.train_on_batch(dx, dy), cuda.synchronize, warmup=3)
+
+            tmodel, opt = _torch_model(name)
+            tx = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().cuda()
+            ty = torch.from_numpy(y).cuda()
+
+            def torch_step(tmodel=tmodel, opt=opt, tx=tx, ty=ty):
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(tmodel(tx), ty)
+                loss.backward()
+                opt.step()
+                return loss.item()  # one host copy per step, as minicnn's float loss
+
+            theirs = _time(torch_step, torch.cuda.synchronize, warmup=3)
+            row = {
+                "model": name,
+                "batch": batch,
+                "minicnn_samples_per_s": batch / ours,
+                "torch_samples_per_s": batch / theirs,
+                "pct_of_torch": 100 * theirs / ours,
+            }
+            rows.append(row)
+            say(
+                f"  model {name} batch {batch:5d}: minicnn {row['minicnn_samples_per_s']:9.0f}/s, "
+                f"torch {row['torch_samples_per_s']:9.0f}/s ({row['pct_of_torch']:5.1f} %)"
+            )
+    RESULTS["models"] = rows
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def summary() -> None:
+    say("\n=== summary ===")
+    env = RESULTS.get("environment") or {}
+    say(f"GPU: {env.get('gpu')}  numba-cuda {env.get('numba_cuda')}  torch {env.get('torch')}")
+    if "pytest" in RESULTS:
+        say(f"pytest tests/test_cuda.py: rc {RESULTS['pytest']['returncode']}  {RESULTS['pytest']['summary']}")
+    if "kernels" in RESULTS:
+        bad = [r["kernel"] for r in RESULTS["kernels"] if not r["ok"]]
+        worst = max(r["rel_err"] for r in RESULTS["kernels"])
+        say(f"kernel checks: {len(RESULTS['kernels']) - len(bad)}/{len(RESULTS['kernels'])} ok, worst {worst:.1e}")
+        for b in bad:
+            say(f"  FAIL {b}")
+    for r in RESULTS.get("gemm", []):
+        say(f"gemm {r['case']:38s} {r['minicnn_tflops']:6.2f} TFLOP/s  {r['pct_of_cublas']:5.1f} % of cuBLAS")
+    for r in RESULTS.get("models", []):
+        say(
+            f"model {r['model']} batch {r['batch']:5d}  minicnn {r['minicnn_samples_per_s']:9.0f}/s  "
+            f"{r['pct_of_torch']:5.1f} % of torch"
+        )
+    if RESULTS.get("failures"):
+        say("parts that failed: " + ", ".join(RESULTS["failures"]))
+    out = os.environ.get("OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        Path(out, "gpu_check.json").write_text(json.dumps(RESULTS, indent=2, default=_jsonable))
+        Path(out, "gpu_check.log").write_text("\n".join(LOG) + "\n")
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return str(v)
+
+
+def main() -> int:
+    make_minicnn_importable()
+    smoke = "--smoke" in sys.argv  # tiny sizes, no tests and no timings: this script, under the simulator
+    start = time.perf_counter()
+    if environment() is None:
+        summary()
+        return 1
+    if not smoke:
+        run_tests()
+    check_kernels(smoke)
+    if not smoke:
+        time_gemm()
+        time_models()
+    RESULTS["seconds"] = round(time.perf_counter() - start, 1)
+    summary()
+    return 1 if RESULTS.get("failures") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

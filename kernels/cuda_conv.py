@@ -1,0 +1,134 @@
+"""Convolution and dense layers on the GPU: both are one GEMM, with im2col / col2im around the convolution.
+
+The same picture as ``im2col.py``, with every step a kernel and every array on the device:
+
+    forward   cols = im2col(x)                 (N*Ho*Wo, kh*kw*C)
+              out  = cols @ w + b              one SGEMM, bias added in its epilogue -> (N, Ho, Wo, F)
+    backward  dw   = cols^T @ dout             SGEMM 'tn' (split-K: K = N*Ho*Wo is long, dw is small)
+              dcols = dout @ w^T               SGEMM 'nt'
+              dx   = col2im(dcols)             adds overlapping patches back
+              db   = column sums of dout
+
+Channels-last makes the reshapes free: ``w`` (kh, kw, C, F) is already the matrix (kh*kw*C, F), and ``out`` as
+(N*Ho*Wo, F) is already (N, Ho, Wo, F). A 1x1 convolution at stride 1 without padding skips im2col: ``x`` is
+its own ``cols``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, float32
+
+from .cuda_gemm import gemm
+from .cuda_launch import grid_1d
+from .cuda_reduce import column_sums
+from .shapes import output_size
+
+
+@cuda.jit
+def im2col_kernel(x, kh, kw, sh, sw, pt, pl, Ho, Wo, cols):
+    """One thread per element of ``cols`` (grid-stride). Consecutive threads take consecutive columns, i.e.
+    consecutive channels of one pixel: neighbouring reads of ``x`` and neighbouring writes of ``cols``.
+    Padding is never stored: an index that falls in it reads as 0."""
+    N, H, W, C = x.shape
+    kwc = kw * C
+    patch = kh * kwc
+    for e in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
+        row, col = e // patch, e % patch
+        n, ij = row // (Ho * Wo), row % (Ho * Wo)
+        i, j = ij // Wo, ij % Wo
+        p, qc = col // kwc, col % kwc
+        q, c = qc // C, qc % C
+        r, s = i * sh + p - pt, j * sw + q - pl
+        v = float32(0)
+        if r >= 0 and r < H and s >= 0 and s < W:
+            v = x[n, r, s, c]
+        cols[row, col] = v
+
+
+@cuda.jit
+def col2im_kernel(cols, kh, kw, sh, sw, pt, pl, Ho, Wo, dx):
+    """One thread per element of ``dx`` (grid-stride), *gathering* from every patch that covers it: pixel ``h``
+    sits at offset ``p`` of the patch of output row ``i`` when ``i*sh + p - pt == h``. Each thread writes only
+    its own element, so overlapping patches need no atomics and the sum is always taken in the same order."""
+    N, H, W, C = dx.shape
+    for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        c, t = e % C, e // C
+        w, t = t % W, t // W
+        h, n = t % H, t // H
+        total = float32(0)
+        for p in range(kh):
+            a = h + pt - p
+            if a < 0 or a % sh != 0 or a // sh >= Ho:
+                continue
+            i = a // sh
+            for q in range(kw):
+                b = w + pl - q
+                if b < 0 or b % sw != 0 or b // sw >= Wo:
+                    continue
+                j = b // sw
+                total += cols[(n * Ho + i) * Wo + j, (p * kw + q) * C + c]
+        dx[n, h, w, c] = total
+
+
+def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
+    """Patches of ``x`` as rows.   x: (N, H, W, C) on the device -> cols: (N*Ho*Wo, kh*kw*C)"""
+    N, H, W, C = x.shape
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    cols = cuda.device_array((N * Ho * Wo, kh * kw * C), dtype=np.float32)
+    im2col_kernel[grid_1d(cols.size)](x, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, cols)
+    return cols
+
+
+def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
+    """Sum each row of ``cols`` back onto its patch.   cols: (N*Ho*Wo, kh*kw*C) -> dx: x_shape (N, H, W, C)"""
+    N, H, W, C = x_shape
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    dx = cuda.device_array(tuple(x_shape), dtype=np.float32)
+    col2im_kernel[grid_1d(dx.size)](cols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx)
+    return dx
+
+
+def _is_pointwise(kh, kw, stride, pad) -> bool:
+    return (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pad)
+
+
+def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
+    """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache"""
+    N, H, W, C = x.shape
+    kh, kw, _, F = w.shape
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    if _is_pointwise(kh, kw, stride, pad):
+        cols = x.reshape(N * H * W, C)
+    else:
+        cols = im2col(x, kh, kw, stride, pad)
+    out = gemm(cols, w.reshape(kh * kw * C, F), bias=b)
+    return out.reshape(N, Ho, Wo, F), (x.shape, cols, w, stride, pad)
+
+
+def conv2d_backward(dout, cache, need_dx=True):
+    """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C) (None unless ``need_dx``), dw: (kh, kw, C, F), db: (F,)"""
+    x_shape, cols, w, stride, pad = cache
+    kh, kw, C, F = w.shape
+    dout2 = dout.reshape(dout.size // F, F)
+    dw = gemm(cols, dout2, trans_a=True).reshape(kh, kw, C, F)
+    if not need_dx:
+        return None, dw, column_sums(dout2)
+    dcols = gemm(dout2, w.reshape(kh * kw * C, F), trans_b=True)
+    if _is_pointwise(kh, kw, stride, pad):
+        dx = dcols.reshape(*x_shape)
+    else:
+        dx = col2im(dcols, x_shape, kh, kw, stride, pad)
+    return dx, dw, column_sums(dout2)
+
+
+def dense_forward(x, w, b):
+    """``out = x @ w + b``, the bias added in the GEMM's epilogue.   x: (N, D), w: (D, M), b: (M,) or None"""
+    return gemm(x, w, bias=b), (x, w)
+
+
+def dense_backward(dout, cache, need_dx=True):
+    """``dx = dout w^T``, ``dw = x^T dout``, ``db = sum_n dout``.   dout: (N, M) -> dx, dw, db"""
+    x, w = cache
+    dx = gemm(dout, w, trans_b=True) if need_dx else None
+    return dx, gemm(x, dout, trans_a=True), column_sums(dout)

@@ -1,0 +1,205 @@
+"""SGEMM on the GPU: ``C = op(A) @ op(B) (+ bias)`` in float32, tiled through shared memory, register-blocked.
+
+Training a CNN needs three products, and none of them should copy a matrix just to transpose it:
+
+    'nn'  C = A @ B     forward:          out = cols @ w,        out = x @ w
+    'nt'  C = A @ B^T   backward, input:  dcols = dout @ w^T,    dx = dout @ w^T
+    'tn'  C = A^T @ B   backward, weight: dw = cols^T @ dout,    dw = x^T @ dout
+
+One kernel does all three: only the index arithmetic of the loads changes.
+
+How the work is cut (Volkov & Demmel, 2008, and every tutorial SGEMM since):
+
+* A **block** owns a ``BM x BN`` tile of C. It walks K in steps of ``BK``: its threads copy a ``BM x BK`` slab of
+  A and a ``BK x BN`` slab of B into shared memory, synchronise, and multiply from there. Each number loaded from
+  global memory is then used ``BN`` (or ``BM``) times from fast on-chip memory.
+* A **thread** owns ``TM x TN`` outputs, held in registers. For each ``k`` it reads ``TM`` numbers of A and ``TN``
+  of B from shared memory and does ``TM * TN`` fused multiply-adds: 16 loads for 64 FMAs with an 8 x 8 tile,
+  so the arithmetic units, not shared memory, set the pace. (A 1 x 1 tile, the textbook kernel, does 2 loads
+  per FMA and runs at a fraction of the speed.)
+* A thread's outputs are *strided*, rows ``tr, tr + BM/TM, ...`` and columns ``tc, tc + BN/TN, ...``, so that the
+  threads of a warp read neighbouring shared-memory words (no bank conflicts) and write neighbouring words of C
+  (coalesced stores).
+* Shared tiles are stored k-major (``As[k, m]``) with ``SKEW`` spare columns: the copy of an untransposed A then
+  scatters a warp over 32 different banks instead of four.
+* Slabs that hang over the edge of A or B are filled with zeros, which add nothing; outputs past the edge of C
+  are not written. Any M, N, K works.
+* **Split-K**: when C has too few tiles to fill the GPU (``dw = cols^T @ dout`` is 288 x 64, with K = 200 000),
+  the K range is cut into ``S`` chunks, block ``z`` of the grid multiplies chunk ``z`` into ``parts[z]``, and a
+  second kernel sums the ``S`` parts (and adds the bias). No atomics, so the result does not depend on timing.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+from numba import cuda, float32
+
+from .cuda_launch import SIMULATOR, cdiv, grid_1d, sm_count
+
+SKEW = 4
+
+
+class Tile(NamedTuple):
+    """Block tile ``bm x bn``, K step ``bk``, and the ``tm x tn`` outputs of each thread."""
+
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+
+    @property
+    def threads(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+
+LARGE = Tile(128, 128, 8, 8, 8)  # 256 threads x 64 outputs: large products
+SMALL = Tile(64, 64, 8, 4, 4)  # 256 threads x 16 outputs: a side under 128 (conv layers with 32 or 64 filters)
+SIMULATED = Tile(32, 32, 16, 8, 8)  # 16 threads: what the simulator can run quickly
+MIN_SPLIT_CHUNK = 16 if SIMULATOR else 256  # fewest k per split-K chunk: below this, summing parts costs more
+
+
+def choose_tile(M: int, N: int) -> Tile:
+    """The big tile when C is big enough to give every SM one; otherwise the small one."""
+    if SIMULATOR:
+        return SIMULATED
+    if min(M, N) >= LARGE.bm and cdiv(M, LARGE.bm) * cdiv(N, LARGE.bn) >= sm_count():
+        return LARGE
+    return SMALL
+
+
+def choose_split_k(M: int, N: int, K: int, tile: Tile) -> int:
+    """How many K chunks so that about two blocks per SM are busy (1: no split)."""
+    blocks = cdiv(M, tile.bm) * cdiv(N, tile.bn)
+    return max(1, min(cdiv(2 * sm_count(), blocks), K // MIN_SPLIT_CHUNK))
+
+
+@functools.cache
+def sgemm_kernel(tile: Tile, trans_a: bool, trans_b: bool, with_bias: bool):
+    """Compile-time specialisation: tile sizes, transposes and the bias are constants of the kernel, so loops
+    over ``TM``, ``TN`` and ``BK`` unroll and the accumulators live in registers."""
+    BM, BN, BK, TM, TN = tile
+    RS, CS = BM // TM, BN // TN  # threads down a column / along a row of the block
+    THREADS = RS * CS
+    A_COLS, B_COLS = BM + SKEW, BN + SKEW  # shared-array shapes must be constants of the kernel
+
+    @cuda.jit
+    def sgemm(a, b, bias, c, K, k_chunk):
+        """Grid (cdiv(N, BN), cdiv(M, BM), S); block THREADS.   c: (S, M, N), part z of a split-K product."""
+        M, N = c.shape[1], c.shape[2]
+        tid = cuda.threadIdx.x
+        tr, tc = tid // CS, tid % CS
+        m0, n0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
+        k_begin = cuda.blockIdx.z * k_chunk
+        k_end = min(K, k_begin + k_chunk)
+
+        As = cuda.shared.array((BK, A_COLS), float32)
+        Bs = cuda.shared.array((BK, B_COLS), float32)
+        acc = cuda.local.array((TM, TN), float32)
+        a_reg = cuda.local.array(TM, float32)
+        b_reg = cuda.local.array(TN, float32)
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = 0
+
+        for k0 in range(k_begin, k_end, BK):
+            # Copy the slabs; consecutive threads read consecutive addresses of the stored matrix.
+            for e in range(tid, BM * BK, THREADS):
+                if trans_a:  # a is (K, M)
+                    kk, mm = e // BM, e % BM
+                else:  # a is (M, K)
+                    mm, kk = e // BK, e % BK
+                m, k = m0 + mm, k0 + kk
+                v = float32(0)
+                if m < M and k < k_end:
+                    v = a[k, m] if trans_a else a[m, k]
+                As[kk, mm] = v
+            for e in range(tid, BN * BK, THREADS):
+                if trans_b:  # b is (N, K)
+                    nn, kk = e // BK, e % BK
+                else:  # b is (K, N)
+                    kk, nn = e // BN, e % BN
+                n, k = n0 + nn, k0 + kk
+                v = float32(0)
+                if n < N and k < k_end:
+                    v = b[n, k] if trans_b else b[k, n]
+                Bs[kk, nn] = v
+            cuda.syncthreads()
+
+            # The outer product of a column of As and a row of Bs, from registers.
+            for kk in range(BK):
+                for i in range(TM):
+                    a_reg[i] = As[kk, tr + i * RS]
+                for j in range(TN):
+                    b_reg[j] = Bs[kk, tc + j * CS]
+                for i in range(TM):
+                    for j in range(TN):
+                        acc[i, j] += a_reg[i] * b_reg[j]
+            cuda.syncthreads()  # nobody overwrites the slabs while a slower thread still reads them
+
+        z = cuda.blockIdx.z
+        for i in range(TM):
+            m = m0 + tr + i * RS
+            for j in range(TN):
+                n = n0 + tc + j * CS
+                if m < M and n < N:
+                    if with_bias:
+                        c[z, m, n] = acc[i, j] + bias[n]
+                    else:
+                        c[z, m, n] = acc[i, j]
+
+    return sgemm
+
+
+@cuda.jit
+def sum_splits(parts, bias, out, with_bias):
+    """``out[m, n] = sum_z parts[z, m, n] (+ bias[n])``: grid-stride over the M*N outputs, one thread per output,
+    so each thread reads its S parts at stride M*N and neighbouring threads read neighbouring words."""
+    S, M, N = parts.shape
+    for e in range(cuda.grid(1), M * N, cuda.gridsize(1)):
+        m, n = e // N, e % N
+        total = parts[0, m, n]
+        for z in range(1, S):
+            total += parts[z, m, n]
+        if with_bias:
+            total += bias[n]
+        out[m, n] = total
+
+
+@functools.cache
+def _no_bias():
+    return cuda.device_array(1, dtype=np.float32)
+
+
+def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, tile=None, split_k=None):
+    """``out = op(a) @ op(b) (+ bias)`` on the device; ``op`` transposes where asked, without copying.
+
+    a: (M, K) or, with ``trans_a``, (K, M); b: (K, N) or, with ``trans_b``, (N, K); bias: (N,) or None
+    -> out: (M, N) float32 (allocated unless given). ``tile`` and ``split_k`` default to ``choose_tile`` and
+    ``choose_split_k``; tests pass them to reach every path.
+    """
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    N, Kb = (b.shape[0], b.shape[1]) if trans_b else (b.shape[1], b.shape[0])
+    if K != Kb:
+        raise ValueError(f"gemm: inner sizes differ, {K} vs {Kb} (shapes {a.shape}, {b.shape})")
+    if out is None:
+        out = cuda.device_array((M, N), dtype=np.float32)
+    tile = tile or choose_tile(M, N)
+    S = split_k or choose_split_k(M, N, K, tile)
+    k_chunk = max(1, cdiv(cdiv(K, S), tile.bk)) * tile.bk  # whole K steps per chunk
+    S = max(1, cdiv(K, k_chunk))
+    grid = (cdiv(N, tile.bn), cdiv(M, tile.bm), S)
+    with_bias = bias is not None
+    bias = bias if with_bias else _no_bias()
+    if S == 1:
+        sgemm_kernel(tile, bool(trans_a), bool(trans_b), with_bias)[grid, tile.threads](
+            a, b, bias, out.reshape(1, M, N), K, k_chunk
+        )
+        return out
+    parts = cuda.device_array((S, M, N), dtype=np.float32)
+    sgemm_kernel(tile, bool(trans_a), bool(trans_b), False)[grid, tile.threads](a, b, bias, parts, K, k_chunk)
+    sum_splits[grid_1d(M * N)](parts, bias, out, with_bias)
+    return out

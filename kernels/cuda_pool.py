@@ -1,0 +1,152 @@
+"""Max and average pooling on the GPU, forward and backward, channels-last, any pool, stride and padding.
+
+Every kernel is a grid-stride loop with one thread per element it *writes*:
+
+* forward: one thread per output ``(n, i, j, c)``; it reads its window. Consecutive threads are consecutive
+  channels of one pixel, so a warp's reads are neighbouring words.
+* backward: one thread per input ``(n, h, w, c)``; it *gathers* from each window that covers it (pixel ``h`` is
+  at offset ``p`` of window ``i`` when ``i*sh + p - pt == h``). Overlapping windows (stride < pool) then need no
+  atomic adds, and the sum is taken in the same order on every run.
+
+Max pooling records, per output, the offset ``p*pw + q`` of the winning element in its window: the first
+maximum in row-major order, padding never chosen (it counts as -inf), as in ``reference.py``. Average pooling
+divides by the number of real (unpadded) elements in the window, as Keras does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, float32
+
+from .cuda_launch import grid_1d
+from .shapes import output_size
+
+
+@cuda.jit
+def maxpool_forward_kernel(x, ph, pw, sh, sw, pt, pl, out, argmax):
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = out.shape
+    for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        c, t = e % C, e // C
+        j, t = t % Wo, t // Wo
+        i, n = t % Ho, t // Ho
+        best = float32(0)
+        best_at = -1
+        for p in range(ph):
+            r = i * sh + p - pt
+            if r < 0 or r >= H:
+                continue
+            for q in range(pw):
+                s = j * sw + q - pl
+                if s < 0 or s >= W:
+                    continue
+                v = x[n, r, s, c]
+                if best_at < 0 or v > best:
+                    best, best_at = v, p * pw + q
+        out[n, i, j, c] = best
+        argmax[n, i, j, c] = best_at
+
+
+@cuda.jit
+def maxpool_backward_kernel(dout, argmax, ph, pw, sh, sw, pt, pl, dx):
+    N, H, W, C = dx.shape
+    _, Ho, Wo, _ = dout.shape
+    for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        c, t = e % C, e // C
+        w, t = t % W, t // W
+        h, n = t % H, t // H
+        total = float32(0)
+        for p in range(ph):
+            a = h + pt - p
+            if a < 0 or a % sh != 0 or a // sh >= Ho:
+                continue
+            for q in range(pw):
+                b = w + pl - q
+                if b < 0 or b % sw != 0 or b // sw >= Wo:
+                    continue
+                if argmax[n, a // sh, b // sw, c] == p * pw + q:  # this pixel won that window
+                    total += dout[n, a // sh, b // sw, c]
+        dx[n, h, w, c] = total
+
+
+@cuda.jit(device=True)
+def window_count(i, j, ph, pw, sh, sw, pt, pl, H, W):
+    """Real (unpadded) elements in window ``(i, j)``: the divisor of average pooling."""
+    r0, r1 = max(i * sh - pt, 0), min(i * sh - pt + ph, H)
+    s0, s1 = max(j * sw - pl, 0), min(j * sw - pl + pw, W)
+    return (r1 - r0) * (s1 - s0)
+
+
+@cuda.jit
+def avgpool_forward_kernel(x, ph, pw, sh, sw, pt, pl, out):
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = out.shape
+    for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        c, t = e % C, e // C
+        j, t = t % Wo, t // Wo
+        i, n = t % Ho, t // Ho
+        total = float32(0)
+        for r in range(max(i * sh - pt, 0), min(i * sh - pt + ph, H)):
+            for s in range(max(j * sw - pl, 0), min(j * sw - pl + pw, W)):
+                total += x[n, r, s, c]
+        out[n, i, j, c] = total / float32(window_count(i, j, ph, pw, sh, sw, pt, pl, H, W))
+
+
+@cuda.jit
+def avgpool_backward_kernel(dout, ph, pw, sh, sw, pt, pl, dx):
+    N, H, W, C = dx.shape
+    _, Ho, Wo, _ = dout.shape
+    for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        c, t = e % C, e // C
+        w, t = t % W, t // W
+        h, n = t % H, t // H
+        total = float32(0)
+        for p in range(ph):
+            a = h + pt - p
+            if a < 0 or a % sh != 0 or a // sh >= Ho:
+                continue
+            i = a // sh
+            for q in range(pw):
+                b = w + pl - q
+                if b < 0 or b % sw != 0 or b // sw >= Wo:
+                    continue
+                j = b // sw
+                total += dout[n, i, j, c] / float32(window_count(i, j, ph, pw, sh, sw, pt, pl, H, W))
+        dx[n, h, w, c] = total
+
+
+def _out_shape(x_shape, pool, stride, pad):
+    N, H, W, C = x_shape
+    Ho, Wo = output_size(H, W, pool[0], pool[1], stride, pad)
+    return N, Ho, Wo, C
+
+
+def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
+    """x: (N, H, W, C) -> out: (N, Ho, Wo, C), cache (with the int32 argmax offsets)"""
+    out = cuda.device_array(_out_shape(x.shape, pool, stride, pad), dtype=np.float32)
+    argmax = cuda.device_array(out.shape, dtype=np.int32)
+    maxpool_forward_kernel[grid_1d(out.size)](x, *pool, *stride, pad[0], pad[2], out, argmax)
+    return out, (x.shape, argmax, pool, stride, pad)
+
+
+def maxpool2d_backward(dout, cache):
+    """dout: (N, Ho, Wo, C) -> dx: (N, H, W, C)"""
+    x_shape, argmax, pool, stride, pad = cache
+    dx = cuda.device_array(x_shape, dtype=np.float32)
+    maxpool_backward_kernel[grid_1d(dx.size)](dout, argmax, *pool, *stride, pad[0], pad[2], dx)
+    return dx
+
+
+def avgpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
+    """x: (N, H, W, C) -> out: (N, Ho, Wo, C), cache"""
+    out = cuda.device_array(_out_shape(x.shape, pool, stride, pad), dtype=np.float32)
+    avgpool_forward_kernel[grid_1d(out.size)](x, *pool, *stride, pad[0], pad[2], out)
+    return out, (x.shape, pool, stride, pad)
+
+
+def avgpool2d_backward(dout, cache):
+    """dout: (N, Ho, Wo, C) -> dx: (N, H, W, C)"""
+    x_shape, pool, stride, pad = cache
+    dx = cuda.device_array(x_shape, dtype=np.float32)
+    avgpool_backward_kernel[grid_1d(dx.size)](dout, *pool, *stride, pad[0], pad[2], dx)
+    return dx

@@ -1,0 +1,388 @@
+"""Every CUDA kernel against its CPU twin, on random inputs, float32, relative error < 1e-5.
+
+Without a GPU the kernels run in numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set by ``conftest.py``
+before numba is imported, and again here for a run of this file alone). The simulator runs every CUDA thread as a
+Python thread, so shapes are tiny, but chosen to reach every edge: GEMM sizes that are not multiples of the tile,
+split-K, strides 1 and 2, 'valid' and 'same' (asymmetric) padding, overlapping pooling windows.
+
+On a machine without numba-cuda the file is skipped, with the reason; in CI (``CI`` set), which installs
+``.[cuda]``, a missing numba-cuda is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minicnn.kernels import activations, losses, reference, updates
+from minicnn.kernels import im2col as numpy_kernels
+from minicnn.kernels.shapes import padding_amounts
+from minicnn.testing import relative_error
+
+pytestmark = pytest.mark.cuda
+
+TOL = 1e-5
+HAVE_GPU = Path("/dev/nvidia0").exists()
+
+
+@pytest.fixture(scope="module")
+def cu():
+    """The CUDA modules and the backend, or a skip (a failure in CI) saying what is missing."""
+    if not HAVE_GPU:
+        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+    from minicnn.kernels import cuda
+
+    problem = cuda.cuda_status()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs minicnn[cuda] and runs the simulator, yet: {problem}")
+        pytest.skip(problem)
+    from minicnn.kernels import cuda_conv, cuda_gemm, cuda_launch, cuda_reduce
+
+    class Modules:
+        backend = cuda.make_backend()
+        gemm, conv, launch, reduce = cuda_gemm, cuda_conv, cuda_launch, cuda_reduce
+
+    return Modules
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def check(cu, got, want, what=""):
+    got = cu.backend.to_numpy(got)
+    assert got.shape == np.shape(want), f"{what}: shape {got.shape} != {np.shape(want)}"
+    err = relative_error(got, want)
+    assert err < TOL, f"{what}: relative error {err:.2e}"
+
+
+# ---------------------------------------------------------------------------------------------------- backend
+def test_backend_has_every_cpu_function(cu):
+    from minicnn.backend import get_backend
+
+    cpu_names = {k for k, v in vars(get_backend("cpu")).items() if callable(v)}
+    assert cu.backend.name == "cuda"
+    assert cpu_names <= set(vars(cu.backend)), f"missing: {sorted(cpu_names - set(vars(cu.backend)))}"
+
+
+def test_arrays_round_trip(cu):
+    bk = cu.backend
+    x = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    d = bk.asarray(x)
+    assert d.dtype == np.float32 and bk.asarray(d) is d
+    np.testing.assert_array_equal(bk.to_numpy(d), x.astype(np.float32))
+    z = bk.zeros((3, 5), np.float32)
+    np.testing.assert_array_equal(bk.to_numpy(z), np.zeros((3, 5), np.float32))
+
+
+def test_import_needs_nothing_and_errors_say_what_is_missing(cu, tmp_path):
+    """In a fresh process: importing the module loads no numba.cuda; without numba-cuda, or without a GPU and
+    the simulator, make_backend raises one RuntimeError saying what to do."""
+    script = textwrap.dedent(
+        """
+        import importlib.util, sys
+        import minicnn.kernels.cuda as c
+        assert "numba.cuda" not in sys.modules
+        real = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "numba_cuda" else real(name, *a)
+        try:
+            c.make_backend()
+        except RuntimeError as e:
+            assert "pip install 'minicnn[cuda]'" in str(e), e
+        else:
+            raise AssertionError("no error without numba-cuda")
+        importlib.util.find_spec = real
+        if not {have_gpu}:
+            try:
+                c.make_backend()
+            except RuntimeError as e:
+                assert "no CUDA GPU found (set NUMBA_ENABLE_CUDASIM=1" in str(e), e
+            else:
+                raise AssertionError("no error without a GPU")
+        """
+    ).format(have_gpu=HAVE_GPU)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------------- GEMM
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_gemm_matches_numpy(cu, trans_a, trans_b, with_bias):
+    rng = np.random.default_rng(1)
+    M, N, K = 37, 21, 29  # no side a multiple of the tile: edge tiles in every direction
+    a = rand(rng, *((K, M) if trans_a else (M, K)))
+    b = rand(rng, *((N, K) if trans_b else (K, N)))
+    bias = rand(rng, N) if with_bias else None
+    want = (a.T if trans_a else a) @ (b.T if trans_b else b) + (bias if with_bias else 0)
+    bk = cu.backend
+    got = cu.gemm.gemm(bk.asarray(a), bk.asarray(b), trans_a, trans_b, None if bias is None else bk.asarray(bias))
+    check(cu, got, want, "gemm")
+
+
+@pytest.mark.parametrize("trans_a, with_bias", [(True, False), (False, True)])
+def test_gemm_split_k(cu, trans_a, with_bias):
+    """A long K cut into chunks (the weight-gradient shape), the parts summed by a second kernel."""
+    rng = np.random.default_rng(2)
+    M, N, K = 12, 7, 70
+    a = rand(rng, *((K, M) if trans_a else (M, K)))
+    b, bias = rand(rng, K, N), rand(rng, N)
+    want = (a.T if trans_a else a) @ b + (bias if with_bias else 0)
+    bk = cu.backend
+    got = cu.gemm.gemm(bk.asarray(a), bk.asarray(b), trans_a, bias=bk.asarray(bias) if with_bias else None, split_k=3)
+    check(cu, got, want, "split-K gemm")
+
+
+@pytest.mark.parametrize("tile", ["SMALL", "LARGE"])
+def test_gemm_gpu_tiles(cu, tile):
+    """The tiles a real GPU uses (the simulator's own is smaller), once each, with edges."""
+    rng = np.random.default_rng(3)
+    M, N, K = (60, 9, 13) if tile == "SMALL" else (100, 5, 9)
+    a, b, bias = rand(rng, M, K), rand(rng, N, K), rand(rng, N)
+    bk = cu.backend
+    got = cu.gemm.gemm(bk.asarray(a), bk.asarray(b), False, True, bk.asarray(bias), tile=getattr(cu.gemm, tile))
+    check(cu, got, a @ b.T + bias, f"gemm {tile}")
+
+
+def test_column_sums_two_passes(cu):
+    rng = np.random.default_rng(4)
+    x = rand(rng, 40, 11)  # enough rows for two row-blocks, columns past one block
+    check(cu, cu.reduce.column_sums(cu.backend.asarray(x)), x.sum(axis=0), "column sums")
+
+
+# ---------------------------------------------------------------------------------------------------- layers
+CONV_CASES = [  # (H, W, kh, kw, stride, padding)
+    (5, 6, 3, 3, (1, 1), "valid"),
+    (6, 5, 3, 3, (2, 2), "same"),  # asymmetric 'same' padding: the extra row/column at the bottom/right
+    (5, 5, 2, 3, (2, 1), "same"),
+    (4, 4, 1, 1, (1, 1), "valid"),  # 1x1: no im2col at all
+]
+
+
+@pytest.mark.parametrize("H, W, kh, kw, stride, padding", CONV_CASES)
+def test_conv2d_matches_reference(cu, H, W, kh, kw, stride, padding):
+    rng = np.random.default_rng(5)
+    N, C, F = 2, 2, 3
+    pad = padding_amounts(H, W, kh, kw, stride, padding)
+    x, w, b = rand(rng, N, H, W, C), rand(rng, kh, kw, C, F), rand(rng, F)
+    want, cache = reference.conv2d_forward(x, w, b, stride, pad)
+    bk = cu.backend
+    out, dcache = bk.conv2d_forward(bk.asarray(x), bk.asarray(w), bk.asarray(b), stride, pad)
+    check(cu, out, want, "conv2d forward")
+    dout = rand(rng, *want.shape)
+    got, want = bk.conv2d_backward(bk.asarray(dout), dcache), reference.conv2d_backward(dout, cache)
+    for name, g, r in zip(("dx", "dw", "db"), got, want, strict=True):
+        check(cu, g, r, f"conv2d {name}")
+
+
+def test_conv2d_without_bias_and_im2col(cu):
+    rng = np.random.default_rng(6)
+    x, w = rand(rng, 1, 4, 5, 2), rand(rng, 3, 3, 2, 2)
+    pad, stride = (1, 1, 1, 1), (2, 2)
+    bk = cu.backend
+    out, _ = bk.conv2d_forward(bk.asarray(x), bk.asarray(w), None, stride, pad)
+    check(cu, out, reference.conv2d_forward(x, w, None, stride, pad)[0], "conv2d, no bias")
+    check(cu, cu.conv.im2col(bk.asarray(x), 3, 3, stride, pad), numpy_kernels.im2col(x, 3, 3, stride, pad), "im2col")
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_dense_matches_reference(cu, with_bias):
+    rng = np.random.default_rng(7)
+    x, w, b = rand(rng, 9, 13), rand(rng, 13, 6), rand(rng, 6) if with_bias else None
+    want, cache = reference.dense_forward(x, w, b)
+    bk = cu.backend
+    out, dcache = bk.dense_forward(bk.asarray(x), bk.asarray(w), None if b is None else bk.asarray(b))
+    check(cu, out, want, "dense forward")
+    dout = rand(rng, *want.shape)
+    got, want = bk.dense_backward(bk.asarray(dout), dcache), reference.dense_backward(dout, cache)
+    for name, g, r in zip(("dx", "dw", "db"), got, want, strict=True):
+        check(cu, g, r, f"dense {name}")
+
+
+POOL_CASES = [  # (H, W, pool, stride, padding)
+    (4, 6, (2, 2), (2, 2), "valid"),
+    (5, 5, (3, 3), (2, 2), "same"),  # overlapping windows and padding
+    (4, 5, (3, 2), (1, 1), "same"),  # heavy overlap, asymmetric padding
+]
+
+
+@pytest.mark.parametrize("kind", ["maxpool2d", "avgpool2d"])
+@pytest.mark.parametrize("H, W, pool, stride, padding", POOL_CASES)
+def test_pooling_matches_reference(cu, kind, H, W, pool, stride, padding):
+    rng = np.random.default_rng(8)
+    pad = padding_amounts(H, W, *pool, stride, padding)
+    x = rand(rng, 2, H, W, 3)
+    want, cache = getattr(reference, kind + "_forward")(x, pool, stride, pad)
+    bk = cu.backend
+    out, dcache = getattr(bk, kind + "_forward")(bk.asarray(x), pool, stride, pad)
+    check(cu, out, want, f"{kind} forward")
+    dout = rand(rng, *want.shape)
+    dx = getattr(bk, kind + "_backward")(bk.asarray(dout), dcache)
+    check(cu, dx, getattr(reference, kind + "_backward")(dout, cache), f"{kind} backward")
+
+
+# ---------------------------------------------------------------------------------------------------- element-wise
+@pytest.mark.parametrize("name", ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu"])
+def test_activations_match_cpu(cu, name):
+    rng = np.random.default_rng(9)
+    x = rand(rng, 3, 2, 5) * 3
+    dout = rand(rng, *x.shape)
+    y, cache = activations.activation_forward(name, x)
+    bk = cu.backend
+    dy, dcache = bk.activation_forward(name, bk.asarray(x))
+    check(cu, dy, y, f"{name} forward")
+    dx = bk.activation_backward(name, bk.asarray(dout), dcache)
+    check(cu, dx, activations.activation_backward(name, dout, cache), f"{name} backward")
+
+
+def test_dropout_same_mask_as_cpu(cu):
+    from minicnn.backend import get_backend
+
+    rng = np.random.default_rng(10)
+    x, dout = rand(rng, 4, 7), rand(rng, 4, 7)
+    cpu = get_backend("numpy")
+    y, mask = cpu.dropout_forward(x, 0.3, np.random.default_rng(11))
+    bk = cu.backend
+    dy, dmask = bk.dropout_forward(bk.asarray(x), 0.3, np.random.default_rng(11))
+    np.testing.assert_array_equal(bk.to_numpy(dmask), mask)
+    np.testing.assert_array_equal(bk.to_numpy(dy), y)
+    np.testing.assert_array_equal(bk.to_numpy(bk.dropout_backward(bk.asarray(dout), dmask)), dout * mask)
+
+
+# ---------------------------------------------------------------------------------------------------- losses
+def _loss_inputs(name, sparse, rng):
+    N, K = 6, 4
+    z = rand(rng, N, K) * 2
+    if name in ("cross_entropy", "binary_cross_entropy"):
+        z = activations.softmax(z) if name == "cross_entropy" else 1 / (1 + np.exp(-z))
+        z[0, 1] = 0.0  # one clipped entry: its gradient is 0
+    if sparse:
+        return z, rng.integers(0, K, N)
+    if name.startswith(("sigmoid", "binary")):
+        return z, rng.random((N, K)).astype(np.float32)
+    return z, activations.softmax(rand(rng, N, K))  # soft targets
+
+
+@pytest.mark.parametrize(
+    "name, sparse",
+    [
+        ("softmax_cross_entropy", True),
+        ("softmax_cross_entropy", False),
+        ("cross_entropy", True),
+        ("cross_entropy", False),
+        ("sigmoid_binary_cross_entropy", False),
+        ("binary_cross_entropy", False),
+    ],
+)
+def test_losses_match_cpu(cu, name, sparse):
+    z, y = _loss_inputs(name, sparse, np.random.default_rng(12))
+    loss, grad = getattr(losses, name)(z, y)
+    bk = cu.backend
+    dloss, dgrad = getattr(bk, name)(bk.asarray(z), y)  # labels straight from the host
+    assert isinstance(dloss, float)
+    assert abs(dloss - loss) <= TOL * abs(loss), (dloss, loss)
+    check(cu, dgrad, grad, f"{name} gradient")
+
+
+# ---------------------------------------------------------------------------------------------------- updates
+UPDATE_CASES = [
+    ("sgd_update", dict(lr=0.1, momentum=0.0, nesterov=False), 0),
+    ("sgd_update", dict(lr=0.1, momentum=0.9, nesterov=False), 1),
+    ("sgd_update", dict(lr=0.1, momentum=0.9, nesterov=True), 1),
+    ("adam_update", dict(lr=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.0), 2),
+    ("adam_update", dict(lr=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.004), 2),
+    ("rmsprop_update", dict(lr=0.01, rho=0.9, epsilon=1e-7), 1),
+]
+
+
+@pytest.mark.parametrize("name, hyper, n_state", UPDATE_CASES)
+def test_updates_match_cpu(cu, name, hyper, n_state):
+    rng = np.random.default_rng(13)
+    p = rand(rng, 5, 3)
+    state = [np.abs(rand(rng, 5, 3)) * 0.1 for _ in range(n_state)]  # v of Adam/RMSprop must be >= 0
+    bk = cu.backend
+    dp, dstate = bk.asarray(p), [bk.asarray(s) for s in state]
+    for t in (1, 2):
+        g = rand(rng, 5, 3)
+        kwargs = dict(hyper, t=t) if name == "adam_update" else hyper
+        if name == "sgd_update":
+            getattr(updates, name)(p, g, state[0] if state else None, **kwargs)
+            getattr(bk, name)(dp, bk.asarray(g), dstate[0] if dstate else None, **kwargs)
+        else:
+            getattr(updates, name)(p, g, *state, **kwargs)
+            getattr(bk, name)(dp, bk.asarray(g), *dstate, **kwargs)
+    check(cu, dp, p, f"{name} parameter")
+    for d, s in zip(dstate, state, strict=True):
+        check(cu, d, s, f"{name} state")
+
+
+def test_updates_refuse_host_parameters(cu):
+    p = np.zeros(3, np.float32)
+    with pytest.raises(TypeError, match="in place on the GPU"):
+        cu.backend.sgd_update(p, np.ones(3, np.float32), None, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------------- real-GPU code
+PTX_CHECK = """
+import types
+from numba import cuda, types as t
+import numba.cuda.dispatcher
+def trivial(a):
+    a[0] = 1
+try:  # are the CUDA compiler libraries (NVVM, NVRTC) there at all?
+    cuda.compile_ptx(trivial, t.void(t.float32[::1]), cc=(9, 0))
+except Exception as e:
+    print(f"SKIP: no usable CUDA compiler ({type(e).__name__}); pip install 'numba-cuda[cu12]'")
+    raise SystemExit(0)
+# Device functions ask the GPU for its compute capability; without one, answer for an H100.
+numba.cuda.dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+from minicnn.kernels import cuda_conv, cuda_elementwise as ew, cuda_gemm, cuda_losses, cuda_pool, cuda_reduce
+from minicnn.kernels import cuda_updates as up
+f1, f2, f4, I, F, B = t.float32[::1], t.float32[:, ::1], t.float32[:, :, :, ::1], t.int64, t.float32, t.boolean
+i4, lab = t.int32[:, :, :, ::1], t.int64[:, :]
+jobs = [(cuda_gemm.sgemm_kernel(cuda_gemm.LARGE, ta, tb, bias), (f2, f2, f1, t.float32[:, :, ::1], I, I))
+        for ta, tb, bias in [(False, False, True), (False, True, False), (True, False, False)]]
+jobs += [
+    (cuda_gemm.sum_splits, (t.float32[:, :, ::1], f1, f2, B)), (cuda_reduce.column_sums_kernel, (f2, f2)),
+    (cuda_conv.im2col_kernel, (f4, I, I, I, I, I, I, I, I, f2)),
+    (cuda_conv.col2im_kernel, (f2, I, I, I, I, I, I, I, I, f4)),
+    (cuda_pool.maxpool_forward_kernel, (f4, I, I, I, I, I, I, f4, i4)),
+    (cuda_pool.maxpool_backward_kernel, (f4, i4, I, I, I, I, I, I, f4)),
+    (cuda_pool.avgpool_forward_kernel, (f4, I, I, I, I, I, I, f4)),
+    (cuda_pool.avgpool_backward_kernel, (f4, I, I, I, I, I, I, f4)),
+    (ew.softmax_rows_kernel, (f2, f2)), (ew.softmax_backward_rows_kernel, (f2, f2, f2)),
+    (ew.dropout_kernel, (f1, f1, F, F, f1, f1)), (ew.fill_kernel, (f1, I)),
+    (cuda_losses.softmax_cross_entropy_kernel, (f2, lab, B, f2, f1)),
+    (cuda_losses.sigmoid_binary_cross_entropy_kernel, (f1, f1, f1, f1)),
+    (cuda_losses.cross_entropy_kernel, (f2, f2, B, F, F, f2, f1)),
+    (cuda_losses.binary_cross_entropy_kernel, (f1, f1, F, F, f1, f1)),
+    (up.sgd_kernel, (f1, f1, F)), (up.sgd_momentum_kernel, (f1, f1, f1, F, F, B)),
+    (up.adam_kernel, (f1, f1, f1, f1, F, F, F, F, F)), (up.rmsprop_kernel, (f1, f1, f1, F, F, F, F)),
+]
+jobs += [(ew.map_kernel(f), (f1, f1)) for f in ew.FORWARD.values()]
+jobs += [(ew.zip_kernel(f), (f1, f1, f1)) for f in [*ew.BACKWARD.values(), ew.times]]
+for kernel, sig in jobs:
+    ptx, _ = cuda.compile_ptx(kernel.py_func, t.void(*sig), cc=(9, 0))
+    assert "ld.local" not in ptx, f"{kernel.py_func.__name__}: registers spilled to local memory"
+print("OK", len(jobs))
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_a_real_gpu(cu, tmp_path):
+    """The simulator runs kernels as Python, so it cannot catch what only the CUDA compiler rejects (a type that
+    does not unify, a shared-array shape that is not a constant). Compile every kernel to PTX for an H100, in a
+    process without the simulator; no GPU needed, only NVVM (``numba-cuda[cu12]`` or ``[cu13]``). About 20 s."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", PTX_CHECK], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if done.stdout.startswith("SKIP"):
+        pytest.skip(done.stdout.strip())
