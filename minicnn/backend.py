@@ -75,6 +75,8 @@ def _build(name: str) -> types.SimpleNamespace:
         from minicnn.kernels import cpu as module
     ns = _host_common()
     ns.update({k: getattr(module, k) for k in _KERNEL_NAMES})
+    # an engine may bring its own compiled activations (cpu.py does, for ReLU)
+    ns.update({k: getattr(module, k) for k in ("activation_forward", "activation_backward") if hasattr(module, k)})
     return types.SimpleNamespace(name=name, **ns)
 
 

@@ -148,3 +148,19 @@ def test_float64_stays_float64(engine):
     out, cache = engine.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1))
     dx, dw, db = engine.conv2d_backward(np.ones_like(out), cache)
     assert out.dtype == dx.dtype == dw.dtype == np.float64
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax", "leaky_relu", "linear"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_activations_match_numpy(name, dtype):
+    from minicnn.kernels import activations
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((4, 5, 5, 3)).astype(dtype)
+    dout = rng.standard_normal(z.shape).astype(dtype)
+    y, cache = cpu.activation_forward(name, z)
+    y_ref, cache_ref = activations.activation_forward(name, z)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(
+        cpu.activation_backward(name, dout, cache), activations.activation_backward(name, dout, cache_ref)
+    )
