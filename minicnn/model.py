@@ -25,7 +25,7 @@ from minicnn import callbacks as callbacks_module
 from minicnn import losses as losses_module
 from minicnn import optimizers as optimizers_module
 from minicnn.backend import get_backend
-from minicnn.layers.base import Layer, _fmt
+from minicnn.layers.base import Layer, LinearActivationLayer, _fmt
 from minicnn.layers.core import InputLayer
 from minicnn.utils import new_rng
 
@@ -169,10 +169,8 @@ class Sequential:
         return (
             fuses_with is not None
             and not getattr(self.loss, "from_logits", False)
-            and getattr(last, "activation", None) == fuses_with
-            and hasattr(type(last), "logits")
-            and not isinstance(last, InputLayer)
-            and type(last).__name__ in ("Dense", "Conv2D")
+            and isinstance(last, LinearActivationLayer)
+            and last.activation == fuses_with
         )
 
     def train_on_batch(self, x, y):

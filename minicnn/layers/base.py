@@ -148,5 +148,37 @@ class Layer:
         return f"<{type(self).__name__} '{self.name}'>"
 
 
+class LinearActivationLayer(Layer):
+    """What Conv2D and Dense share: ``z = linear(x) + bias``, then ``y = activation(z)``.
+
+    The cache holds the linear kernel's cache, the activation's cache and ``z`` itself: ``z`` (the logits) is what
+    the model's fused softmax-cross-entropy reads when this is the last layer.
+    """
+
+    activation = "linear"
+    use_bias = True
+
+    def activate(self, z, linear_cache):
+        y, act_cache = self.backend.activation_forward(self.activation, z)
+        self.cache = (linear_cache, act_cache, z)
+        return y
+
+    def activation_backward(self, dout, skip_activation: bool):
+        """dL/dz from dL/dy, and the linear kernel's cache. ``skip_activation``: dout already is dL/dz."""
+        linear_cache, act_cache, _ = self.cache
+        dz = dout if skip_activation else self.backend.activation_backward(self.activation, dout, act_cache)
+        return dz, linear_cache
+
+    def store_grads(self, dw, db) -> None:
+        self.grads["kernel"] = dw
+        if self.use_bias:
+            self.grads["bias"] = db
+
+    @property
+    def logits(self):
+        """The pre-activation output ``z`` of the last forward pass."""
+        return self.cache[2]
+
+
 def _fmt(shape: tuple) -> str:
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"

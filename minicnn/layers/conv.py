@@ -13,10 +13,10 @@ import numpy as np
 from minicnn import activations, initializers
 from minicnn.kernels.shapes import output_size, padding_amounts, pair
 
-from .base import Layer, _fmt
+from .base import LinearActivationLayer, _fmt
 
 
-class Conv2D(Layer):
+class Conv2D(LinearActivationLayer):
     """``Conv2D(filters, kernel_size, strides=1, padding='valid', activation=None, use_bias=True, ...)``, as Keras."""
 
     def __init__(
@@ -83,27 +83,17 @@ class Conv2D(Layer):
     def forward(self, x, training=False):
         b = self.params.get("bias")
         z, conv_cache = self.backend.conv2d_forward(x, self.params["kernel"], b, self.strides, self.pad)
-        y, act_cache = self.backend.activation_forward(self.activation, z)
-        self.cache = (conv_cache, act_cache, z)
-        return y
+        return self.activate(z, conv_cache)
 
     def backward(self, dout, skip_activation: bool = False):
         """dout: (N, Ho, Wo, filters) -> dx: (N, H, W, C); fills grads['kernel'], grads['bias'].
 
         ``skip_activation=True`` means ``dout`` is already dL/dz (the fused softmax-cross-entropy path).
         """
-        conv_cache, act_cache, _ = self.cache
-        dz = dout if skip_activation else self.backend.activation_backward(self.activation, dout, act_cache)
+        dz, conv_cache = self.activation_backward(dout, skip_activation)
         dx, dw, db = self.backend.conv2d_backward(dz, conv_cache, self.need_input_gradient)
-        self.grads["kernel"] = dw
-        if self.use_bias:
-            self.grads["bias"] = db
+        self.store_grads(dw, db)
         return dx
-
-    @property
-    def logits(self):
-        """The pre-activation output ``z`` of the last forward pass."""
-        return self.cache[2]
 
     def get_config(self):
         return {

@@ -88,10 +88,6 @@ class Activation(Layer):
     def backward(self, dout, skip_activation: bool = False):
         return dout if skip_activation else self.backend.activation_backward(self.activation, dout, self.cache)
 
-    @property
-    def logits(self):
-        raise AttributeError("Activation layers keep no logits")  # the model fuses only Dense/Conv2D outputs
-
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}
 

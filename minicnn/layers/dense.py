@@ -10,11 +10,11 @@ import numpy as np
 
 from minicnn import activations, initializers
 
-from .base import Layer, _fmt
+from .base import LinearActivationLayer, _fmt
 from .conv import _init_name
 
 
-class Dense(Layer):
+class Dense(LinearActivationLayer):
     """``Dense(units, activation=None, use_bias=True, kernel_initializer='glorot_uniform', ...)``, as Keras."""
 
     def __init__(
@@ -56,27 +56,17 @@ class Dense(Layer):
 
     def forward(self, x, training=False):
         z, dense_cache = self.backend.dense_forward(x, self.params["kernel"], self.params.get("bias"))
-        y, act_cache = self.backend.activation_forward(self.activation, z)
-        self.cache = (dense_cache, act_cache, z)
-        return y
+        return self.activate(z, dense_cache)
 
     def backward(self, dout, skip_activation: bool = False):
         """dout: (N, units) -> dx: (N, D); fills grads['kernel'], grads['bias'].
 
         ``skip_activation=True`` means ``dout`` is already dL/dz (the fused softmax-cross-entropy path).
         """
-        dense_cache, act_cache, _ = self.cache
-        dz = dout if skip_activation else self.backend.activation_backward(self.activation, dout, act_cache)
+        dz, dense_cache = self.activation_backward(dout, skip_activation)
         dx, dw, db = self.backend.dense_backward(dz, dense_cache, self.need_input_gradient)
-        self.grads["kernel"] = dw
-        if self.use_bias:
-            self.grads["bias"] = db
+        self.store_grads(dw, db)
         return dx
-
-    @property
-    def logits(self):
-        """The pre-activation output ``z`` of the last forward pass."""
-        return self.cache[2]
 
     def get_config(self):
         return {
