@@ -283,7 +283,9 @@ class Sequential:
     def _train_batches(self, x, y, batch_size, shuffle, streaming):
         if streaming:
             seed = int(self.rng.integers(2**31)) if shuffle else None
+            n_outputs = int(np.prod(self.output_shape))
             for xb, yb in x.batches(batch_size, shuffle=shuffle, seed=seed):
+                yb = self.loss.check_targets(np.asarray(yb), n_outputs)
                 yield self.backend.asarray(xb, np.float32), self._device_labels(yb)
             return
         order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))

@@ -280,3 +280,30 @@ def test_backward_stops_at_the_first_layer_with_weights():
     model.train_on_batch(np.ones((2, 8, 8, 1), np.float32), np.array([0, 1]))
     conv = model.layers[1]
     assert conv.grads["kernel"].shape == (3, 3, 1, 2)
+
+
+def test_fit_evaluate_predict_stream_from_an_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["dark", "light"]):
+        (tmp_path / name).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 80, (12, 12, 3), dtype=np.uint8) + 170 * k).save(
+                tmp_path / name / f"{i}.png"
+            )
+    ds = minicnn.datasets.image_folder(tmp_path, image_size=(8, 8))
+    model = minicnn.Sequential(
+        [
+            layers.Input(shape=(8, 8, 3)),
+            layers.Rescaling(1 / 255),
+            layers.Flatten(),
+            layers.Dense(2, activation="softmax"),
+        ],
+        seed=0,
+    )
+    model.compile(optimizer=optimizers.Adam(0.1), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(ds, batch_size=4, epochs=20, verbose=0)
+    assert len(history.history["loss"]) == 20 and model.class_names == ["dark", "light"]
+    assert model.evaluate(ds, verbose=0, return_dict=True)["accuracy"] == 1.0
+    assert model.predict(ds, batch_size=3).shape == (20, 2)
