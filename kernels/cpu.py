@@ -194,23 +194,28 @@ def conv2d_backward(dout, cache, need_dx=True):
 def _maxpool_forward(x, ph, pw, sh, sw, pt, pl, out, argmax):
     N, H, W, C = x.shape
     _, Ho, Wo, _ = out.shape
+    best = np.empty((N * Ho, C), x.dtype)  # one private row per iteration, so threads never share one
+    where = np.empty((N * Ho, C), argmax.dtype)
     for ni in prange(N * Ho):
         n, i = ni // Ho, ni % Ho
+        b, k = best[ni], where[ni]
         r0, r1 = max(i * sh - pt, 0), min(i * sh - pt + ph, H)
         for j in range(Wo):
             s0, s1 = max(j * sw - pl, 0), min(j * sw - pl + pw, W)
-            # The first element of the window starts as the winner; then a strict '>' keeps the first maximum
-            # (in row-major window order) on ties. The channel loop is innermost: contiguous, so it vectorises.
-            for c in range(C):
-                out[n, i, j, c] = x[n, r0, s0, c]
-                argmax[n, i, j, c] = r0 * W + s0
+            # The window's first element starts as the winner; a strict '>' then keeps the first maximum (in
+            # row-major window order) on ties. Written as selects over a contiguous channel run, it vectorises.
+            b[:] = x[n, r0, s0]
+            k[:] = r0 * W + s0
             for r in range(r0, r1):
                 for s in range(s0, s1):
+                    v = x[n, r, s]
+                    at = r * W + s
                     for c in range(C):
-                        v = x[n, r, s, c]
-                        if v > out[n, i, j, c]:
-                            out[n, i, j, c] = v
-                            argmax[n, i, j, c] = r * W + s
+                        better = v[c] > b[c]
+                        b[c] = v[c] if better else b[c]
+                        k[c] = at if better else k[c]
+            out[n, i, j] = b
+            argmax[n, i, j] = k
 
 
 @njit(cache=True, parallel=True)
@@ -218,6 +223,7 @@ def _maxpool_backward(dout, argmax, dx):
     N, Ho, Wo, C = dout.shape
     W = dx.shape[2]
     for n in prange(N):  # one image per iteration: overlapping windows add into one thread's image only
+        dx[n] = 0
         for i in range(Ho):
             for j in range(Wo):
                 for c in range(C):
@@ -238,7 +244,7 @@ def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
 def maxpool2d_backward(dout, cache):
     """dout: (N, Ho, Wo, C) -> dx: (N, H, W, C)"""
     x_shape, argmax = cache
-    dx = np.zeros(x_shape, dtype=dout.dtype)
+    dx = np.empty(x_shape, dtype=dout.dtype)
     _maxpool_backward(np.ascontiguousarray(dout), argmax, dx)
     return dx
 
