@@ -12,6 +12,8 @@ Same signatures and the same maths as ``reference.py`` and ``im2col.py``; what c
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -19,6 +21,12 @@ from numba import njit, prange
 from . import activations as act
 from . import im2col as gemm
 from .shapes import output_size
+
+# Numba's OpenMP layer keeps its threads spinning between parallel loops; OpenBLAS's threads do the same between
+# GEMMs. On a small machine the two pools then fight for the cores (10x slower steps were measured on 2 busy
+# cores). The workqueue layer's threads sleep when idle. A user's NUMBA_THREADING_LAYER still wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 __all__ = [
     "im2col",

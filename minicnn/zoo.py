@@ -7,15 +7,29 @@ With ``augment=True`` random flips, rotations and zooms come next (active only w
 
 from __future__ import annotations
 
+import numpy as np
+
 from minicnn import layers
 from minicnn.layers.preprocessing import RandomFlip, RandomRotation, RandomZoom, Rescaling
 from minicnn.model import Sequential
 
 
+def _seeds(seed: int | None, n: int) -> list:
+    """``n`` independent seeds derived from one (or ``None``s: the model's generator then seeds each layer).
+
+    Giving every random layer the same seed would make them draw the same numbers: every flip would come with
+    the same rotation and zoom, one dimension of variety instead of three.
+    """
+    if seed is None:
+        return [None] * n
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
 def _head(input_shape, augment: bool, seed: int | None) -> list:
     stack = [layers.Input(shape=input_shape), Rescaling(1 / 255)]
     if augment:
-        stack += [RandomFlip("horizontal", seed=seed), RandomRotation(0.05, seed=seed), RandomZoom(0.1, seed=seed)]
+        flip, rotation, zoom = _seeds(seed, 3)
+        stack += [RandomFlip("horizontal", seed=flip), RandomRotation(0.05, seed=rotation), RandomZoom(0.1, seed=zoom)]
     return stack
 
 
@@ -65,7 +79,7 @@ def cifar(input_shape, n_classes, augment=False, seed=None):
         layers.MaxPooling2D(),
         layers.Flatten(),
         layers.Dense(256, activation="relu"),
-        layers.Dropout(0.3, seed=seed),
+        layers.Dropout(0.3, seed=_seeds(seed, 4)[3]),
         layers.Dense(n_classes, activation="softmax"),
     ]
 
@@ -80,7 +94,7 @@ def photos(input_shape, n_classes, augment=False, seed=None):
         layers.Conv2D(64, 3, activation="relu"),
         layers.MaxPooling2D(),
         layers.Flatten(),
-        layers.Dropout(0.5, seed=seed),
+        layers.Dropout(0.5, seed=_seeds(seed, 4)[3]),
         layers.Dense(64, activation="relu"),
         layers.Dense(n_classes, activation="softmax"),
     ]

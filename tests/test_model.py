@@ -307,3 +307,11 @@ def test_fit_evaluate_predict_stream_from_an_image_folder(tmp_path):
     assert len(history.history["loss"]) == 20 and model.class_names == ["dark", "light"]
     assert model.evaluate(ds, verbose=0, return_dict=True)["accuracy"] == 1.0
     assert model.predict(ds, batch_size=3).shape == (20, 2)
+
+
+def test_zoo_gives_each_random_layer_its_own_seed():
+    from minicnn import zoo
+
+    model = zoo.build("photos", (32, 32, 3), 2, augment=True, seed=0)
+    seeds = [layer.seed for layer in model.layers if hasattr(layer, "seed")]
+    assert len(seeds) == 4 and len(set(seeds)) == 4
