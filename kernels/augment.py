@@ -33,6 +33,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .cpu import PARALLEL  # one thread unless asked: see cpu.PARALLEL
+
 __all__ = [
     "FILL_MODES",
     "INTERPOLATIONS",
@@ -137,7 +139,7 @@ def affine_sample(x, matrices, fill_mode="reflect", fill_value=0.0, interpolatio
     return _affine_sample(x, matrices, mode, float(fill_value), interpolation == "bilinear")
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _affine_sample(x, matrices, mode, fill_value, bilinear):
     # One output row (n, i) per parallel iteration: each thread writes only its own row, so no locks. The four
     # neighbours and weights of a pixel are found once and reused for every channel.

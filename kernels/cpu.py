@@ -4,9 +4,9 @@ Same signatures and the same maths as ``reference.py`` and ``im2col.py``; what c
 
 * ``@njit`` compiles each loop nest to machine code (``cache=True`` keeps the compiled code on disk, so a second
   process does not compile again);
-* ``parallel=True`` with ``prange`` splits the outermost loop over the cores. Each iteration writes its own rows
-  (im2col, pooling forward) or its own image (col2im, pooling backward), so no two threads ever add to the
-  same element and no locks are needed;
+* ``prange`` marks the outermost loop that may be split over the cores: each iteration writes its own rows
+  (pooling forward) or its own image (col2im, pooling backward), so no two threads ever add to the same element
+  and no locks are needed. By default the loops run on one thread and the cores go to BLAS (see ``PARALLEL``);
 * padding is never materialised: an index that falls in the padding is skipped (or reads as 0 / -inf).
 """
 
@@ -22,11 +22,14 @@ from . import activations as act
 from . import im2col as gemm
 from .shapes import output_size
 
-# Numba's OpenMP layer keeps its threads spinning between parallel loops; OpenBLAS's threads do the same between
-# GEMMs. On a small machine the two pools then fight for the cores (10x slower steps were measured on 2 busy
-# cores). The workqueue layer's threads sleep when idle. A user's NUMBA_THREADING_LAYER still wins.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+# Who gets the cores: BLAS's threads (the GEMMs, most of the arithmetic) or Numba's (the loops around them)?
+# Both pools keep their threads spinning for a while after each call, so when both run with every core they fight:
+# on 2 cores a training step of the MNIST model took 91 ms with both pools at 2 threads, 33 ms with BLAS at 2 and
+# these loops on one thread (34 ms the other way round). So by default the loops here run on one thread;
+# MINICNN_NUMBA_PARALLEL=1 (read at import) makes them parallel, for machines where that measures faster.
+PARALLEL = os.environ.get("MINICNN_NUMBA_PARALLEL", "0") == "1"
+if PARALLEL and "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"  # its idle threads sleep; OpenMP's spin (10x slower steps seen)
 
 __all__ = [
     "im2col",
@@ -45,25 +48,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------------- im2col
-@njit(cache=True, parallel=True)
-def _im2col(x, kh, kw, sh, sw, pt, pl, Ho, Wo, cols):
-    N, H, W, C = x.shape
-    for ni in prange(N * Ho):  # one output row (n, i) per iteration: Wo rows of cols
-        n, i = ni // Ho, ni % Ho
-        for j in range(Wo):
-            row = ni * Wo + j
-            k = 0
-            for p in range(kh):
-                r = i * sh + p - pt
-                for q in range(kw):
-                    s = j * sw + q - pl
-                    inside = 0 <= r < H and 0 <= s < W
-                    for c in range(C):
-                        cols[row, k] = x[n, r, s, c] if inside else 0.0
-                        k += 1
-
-
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _col2im(cols, kh, kw, sh, sw, pt, pl, Ho, Wo, dx):
     N, H, W, C = dx.shape
     for n in prange(N):  # one image per iteration: overlapping patches of one image stay in one thread
@@ -81,13 +66,9 @@ def _col2im(cols, kh, kw, sh, sw, pt, pl, Ho, Wo, dx):
                         k += C
 
 
-def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
-    """x: (N, H, W, C) -> cols: (N*Ho*Wo, kh*kw*C), zeros where a patch overlaps the padding."""
-    N, H, W, C = x.shape
-    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
-    cols = np.empty((N * Ho * Wo, kh * kw * C), dtype=x.dtype)
-    _im2col(np.ascontiguousarray(x), kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, cols)
-    return cols
+# im2col is a copy through a strided view, which NumPy already does at memory speed (measured 2-4x faster than a
+# Numba loop here); col2im has to add, which NumPy can only do one kernel position at a time, so Numba wins there.
+im2col = gemm.im2col
 
 
 def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
@@ -105,7 +86,7 @@ def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
 DIRECT_MAX_PATCH = 32
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _conv_direct_forward(x, w, b, sh, sw, pt, pl, out):
     N, H, W, C = x.shape
     kh, kw, _, F = w.shape
@@ -131,7 +112,7 @@ def _conv_direct_forward(x, w, b, sh, sw, pt, pl, out):
         out[n, i] = acc
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _conv_direct_weight_grads(x, dout, kh, kw, sh, sw, pt, pl, n_chunks, dw_parts, db_parts):
     N, H, W, C = x.shape
     _, Ho, Wo, F = dout.shape
@@ -187,7 +168,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     _, x, w, stride, pad = cache
     kh, kw, C, F = w.shape
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
-    n_chunks = min(len(x), numba.get_num_threads())
+    n_chunks = min(len(x), numba.get_num_threads()) if PARALLEL else 1
     dw_parts = np.zeros((n_chunks, kh, kw, C, F), x.dtype)
     db_parts = np.zeros((n_chunks, F), x.dtype)
     _conv_direct_weight_grads(x, dout, kh, kw, stride[0], stride[1], pad[0], pad[2], n_chunks, dw_parts, db_parts)
@@ -198,7 +179,7 @@ def conv2d_backward(dout, cache, need_dx=True):
 
 
 # ---------------------------------------------------------------------------------------------------- pooling
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _maxpool_forward(x, ph, pw, sh, sw, pt, pl, out, argmax):
     N, H, W, C = x.shape
     _, Ho, Wo, _ = out.shape
@@ -226,7 +207,7 @@ def _maxpool_forward(x, ph, pw, sh, sw, pt, pl, out, argmax):
             argmax[n, i, j] = k
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _maxpool_backward(dout, argmax, dx):
     N, Ho, Wo, C = dout.shape
     W = dx.shape[2]
@@ -257,7 +238,7 @@ def maxpool2d_backward(dout, cache):
     return dx
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _avgpool_forward(x, ph, pw, sh, sw, pt, pl, out):
     N, H, W, C = x.shape
     _, Ho, Wo, _ = out.shape
@@ -275,7 +256,7 @@ def _avgpool_forward(x, ph, pw, sh, sw, pt, pl, out):
                 out[n, i, j, c] = total * inv
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _avgpool_backward(dout, ph, pw, sh, sw, pt, pl, dx):
     N, H, W, C = dx.shape
     _, Ho, Wo, _ = dout.shape
@@ -309,13 +290,13 @@ def avgpool2d_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------------------------------------- relu
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _relu_forward(z, y):
     for k in prange(z.size):
         y[k] = z[k] if z[k] > 0 else 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=PARALLEL)
 def _relu_backward(dout, y, dx):
     for k in prange(dout.size):
         dx[k] = dout[k] if y[k] > 0 else 0

@@ -160,7 +160,7 @@ class ImageFolder:
         """All images as uint8 ``(N, h, w, C)`` and their int32 labels ``(N,)``.
 
         Files come in ``file_paths`` order (grouped by class unless this is a validation-split subset), or
-        shuffled with ``seed``: shuffle before ``fit(..., validation_split=...)``, which takes the *last* samples.
+        shuffled with ``seed`` (``fit(..., validation_split=...)`` draws a stratified random split either way).
         Undecodable files are dropped and listed in one warning.
         """
         order = self._order(shuffle, seed)
