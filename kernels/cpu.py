@@ -81,101 +81,20 @@ def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
 
 
 # ---------------------------------------------------------------------------------------------------- convolution
-# Below this many weights per filter (kh*kw*C), e.g. the first layer on grey or RGB images, im2col builds a tall,
-# thin matrix that costs more to write than the GEMM saves: the direct loops are faster there.
-DIRECT_MAX_PATCH = 32
-
-
-@njit(cache=True, parallel=PARALLEL)
-def _conv_direct_forward(x, w, b, sh, sw, pt, pl, out):
-    N, H, W, C = x.shape
-    kh, kw, _, F = w.shape
-    _, Ho, Wo, _ = out.shape
-    for ni in prange(N * Ho):  # one output row per iteration, accumulated in a private (Wo, F) buffer
-        n, i = ni // Ho, ni % Ho
-        acc = np.empty((Wo, F), dtype=out.dtype)
-        for j in range(Wo):
-            acc[j] = b
-        for p in range(kh):
-            r = i * sh + p - pt
-            if r < 0 or r >= H:
-                continue
-            for q in range(kw):
-                for c in range(C):
-                    wpqc = w[p, q, c]  # the F weights of one tap: contiguous, so the f loop vectorises
-                    for j in range(Wo):
-                        s = j * sw + q - pl
-                        if 0 <= s < W:
-                            v = x[n, r, s, c]
-                            for f in range(F):
-                                acc[j, f] += v * wpqc[f]
-        out[n, i] = acc
-
-
-@njit(cache=True, parallel=PARALLEL)
-def _conv_direct_weight_grads(x, dout, kh, kw, sh, sw, pt, pl, n_chunks, dw_parts, db_parts):
-    N, H, W, C = x.shape
-    _, Ho, Wo, F = dout.shape
-    per_chunk = (N + n_chunks - 1) // n_chunks
-    for t in prange(n_chunks):  # each chunk of images sums into its own slice: no two threads add to one number
-        dw, db = dw_parts[t], db_parts[t]
-        for n in range(t * per_chunk, min((t + 1) * per_chunk, N)):
-            for i in range(Ho):
-                for j in range(Wo):
-                    g = dout[n, i, j]
-                    db += g
-                    for p in range(kh):
-                        r = i * sh + p - pt
-                        if r < 0 or r >= H:
-                            continue
-                        for q in range(kw):
-                            s = j * sw + q - pl
-                            if s < 0 or s >= W:
-                                continue
-                            for c in range(C):
-                                v = x[n, r, s, c]
-                                for f in range(F):
-                                    dw[p, q, c, f] += v * g[f]
-
-
 def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
-    """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache.
-
-    im2col + one GEMM, or direct loops when a filter has at most ``DIRECT_MAX_PATCH`` weights.
-    """
-    kh, kw, C, F = w.shape
-    if kh * kw * C > DIRECT_MAX_PATCH:
-        return gemm.conv2d_forward(x, w, b, stride, pad, im2col=im2col)
-    N, H, W, _ = x.shape
-    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
-    out = np.empty((N, Ho, Wo, F), dtype=np.result_type(x, w))
-    bias = b.astype(out.dtype) if b is not None else np.zeros(F, out.dtype)
-    x = np.ascontiguousarray(x, dtype=out.dtype)
-    _conv_direct_forward(x, np.ascontiguousarray(w, dtype=out.dtype), bias, stride[0], stride[1], pad[0], pad[2], out)
-    return out, ("direct", x, w, stride, pad)
+    """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache. im2col + one GEMM."""
+    return gemm.conv2d_forward(x, w, b, stride, pad, im2col=im2col)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
     """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C) (None unless ``need_dx``), dw: (kh, kw, C, F), db: (F,)"""
-    if cache[0] != "direct":
-        x_shape, w, cols, stride, pad = cache
-        kh, kw, _, F = w.shape
-        d2 = dout.reshape(-1, F)
-        # dw = cols^T @ dout, computed as (dout^T @ cols)^T: BLAS runs this orientation faster here.
-        dw = np.ascontiguousarray((d2.T @ cols).T).reshape(w.shape)
-        dx = col2im(d2 @ w.reshape(-1, F).T, x_shape, kh, kw, stride, pad) if need_dx else None
-        return dx, dw, d2.sum(axis=0)
-    _, x, w, stride, pad = cache
-    kh, kw, C, F = w.shape
-    dout = np.ascontiguousarray(dout, dtype=x.dtype)
-    n_chunks = min(len(x), numba.get_num_threads()) if PARALLEL else 1
-    dw_parts = np.zeros((n_chunks, kh, kw, C, F), x.dtype)
-    db_parts = np.zeros((n_chunks, F), x.dtype)
-    _conv_direct_weight_grads(x, dout, kh, kw, stride[0], stride[1], pad[0], pad[2], n_chunks, dw_parts, db_parts)
-    dx = None
-    if need_dx:
-        dx = col2im(dout.reshape(-1, F) @ w.reshape(-1, F).T, x.shape, kh, kw, stride, pad)
-    return dx, dw_parts.sum(axis=0).astype(w.dtype), db_parts.sum(axis=0)
+    x_shape, w, cols, stride, pad = cache
+    kh, kw, _, F = w.shape
+    d2 = dout.reshape(-1, F)
+    # dw = cols^T @ dout, computed as (dout^T @ cols)^T: BLAS runs this orientation faster here.
+    dw = np.ascontiguousarray((d2.T @ cols).T).reshape(w.shape)
+    dx = col2im(d2 @ w.reshape(-1, F).T, x_shape, kh, kw, stride, pad) if need_dx else None
+    return dx, dw, d2.sum(axis=0)
 
 
 # ---------------------------------------------------------------------------------------------------- pooling
