@@ -221,8 +221,8 @@ def cmd_bench(args) -> int:
     try:
         import benchmarks
     except ImportError:
-        raise CLIError("the benchmarks live in the repository's benchmarks/ folder: run this from its root") from None
-    return int(benchmarks.main(args.rest) or 0)
+        raise CLIError("the benchmarks come with the repository: install it with pip install -e '.[bench]'") from None
+    return int(benchmarks.main(args.rest, prog="minicnn bench") or 0)
 
 
 def _load(path):

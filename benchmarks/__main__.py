@@ -1,0 +1,7 @@
+"""``python -m benchmarks [--quick] [--out DIR] [--only kernels,models,memory,coldstart,mnist]``"""
+
+import sys
+
+from benchmarks import main
+
+sys.exit(main())

@@ -1,0 +1,100 @@
+"""What runs inside the subprocesses of ``memory.py``: one measurement per fresh Python, printed as one JSON line.
+
+    python -m benchmarks.child memory <framework> <model> <batch> <steps>
+    python -m benchmarks.child coldstart <framework> <model> <batch>
+
+A fresh process per measurement, because memory figures of one process are polluted by everything it ran before
+(allocator pools, JIT compilers, other frameworks' libraries), and because a cold start is only cold once.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import tracemalloc
+
+
+def rss_kib(field: str = "VmRSS") -> int | None:
+    """``VmRSS`` (resident now) or ``VmHWM`` (its high-water mark) of this process, in KiB, from /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak() -> bool:
+    """Reset this process's resident high-water mark (Linux: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory(framework: str, model: str, batch: int, steps: int) -> dict:
+    """Peak resident memory added by ``steps`` training steps, and (NumPy engines) tracemalloc's peak of a step.
+
+    A throwaway model takes one step on a batch of one first, so that JIT compilation (Numba compiles per dtype
+    and rank, not per shape) is not counted, while the memory it leaves in the allocator's free lists stays small
+    (a full-size warm-up would leave the step's own arrays there, and the measured steps would reuse them
+    unseen). The measured model's first step is counted: it creates the optimizer state and the gradients.
+    """
+    from .frameworks import make_runner
+    from .specs import MODELS
+
+    spec = MODELS[model]
+    make_runner(framework, spec, 1, 1).train_step()
+    runner = make_runner(framework, spec, batch, 1)
+    before = rss_kib()
+    method = "VmHWM after reset via /proc/self/clear_refs, minus VmRSS before"
+    if not reset_peak() or before is None:
+        method = "getrusage ru_maxrss (the lifetime peak of the process) minus VmRSS before"
+        before = before or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(steps):
+        runner.train_step()
+    peak = rss_kib("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"rss_before_mib": before / 1024, "peak_delta_mib": (peak - before) / 1024, "rss_method": method}
+    if framework in ("minicnn", "naive"):  # their arrays are NumPy's, which tracemalloc sees
+        tracemalloc.start()
+        runner.train_step()
+        out["tracemalloc_step_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return out
+
+
+def coldstart(framework: str, model: str, batch: int) -> dict:
+    """Seconds to import the framework, build the model, and take the first, second and a later training step."""
+    marks = {}
+    t = time.perf_counter()
+    if framework == "minicnn":
+        import minicnn  # noqa: F401
+    else:
+        import torch  # noqa: F401
+    marks["import"] = time.perf_counter() - t
+    from .frameworks import make_runner
+    from .specs import MODELS
+
+    t = time.perf_counter()
+    runner = make_runner(framework, MODELS[model], batch, 1)
+    marks["build"] = time.perf_counter() - t
+    for name in ("first_step", "second_step", "third_step"):
+        t = time.perf_counter()
+        runner.train_step()
+        marks[name] = time.perf_counter() - t
+    return marks
+
+
+if __name__ == "__main__":
+    task, framework, model, batch, *rest = sys.argv[1:]
+    if task == "memory":
+        result = memory(framework, model, int(batch), int(rest[0]))
+    else:
+        result = coldstart(framework, model, int(batch))
+    print(json.dumps(result))

@@ -1,0 +1,75 @@
+"""End to end: training and inference throughput of the reference models S, R and C, in every framework.
+
+* **Training**: samples/s of one full step (forward, loss, backward, Adam update) at the model's batch size.
+* **Inference**: samples/s of one forward pass over ``INFERENCE_BATCH`` (256) samples, gradients off.
+
+Contenders: minicnn, PyTorch on NCHW and on channels-last memory (the table shows the faster and says which),
+Keras 3 on its PyTorch backend, and the naive NumPy engine (``benchmarks.naive``). All of one model take turns
+(interleaved, medians, warm-up excluded; see ``timing``), on 1 thread and on all cores.
+
+**Achieved GFLOP/s** = the analytic FLOPs of the work (``specs``: conv and Dense only, backward = 2 x forward)
+divided by its median time, read against this machine's GEMM peak on the same number of threads, measured in the
+same run (``timing.gemm_peak``: a float32 1024^3 NumPy matmul).
+"""
+
+from __future__ import annotations
+
+from . import frameworks, timing
+from .specs import INFERENCE_BATCH, MODELS, forward_flops, training_flops
+
+
+def run(quick: bool = False, unavailable: dict | None = None, thread_counts=None, log=print) -> dict:
+    """Time every available framework on S, R and C, on each of ``thread_counts`` (default: 1 and all cores).
+    ``unavailable``: ``{framework: reason}`` to leave out.
+
+    Returns ``{"rows": [...], "skipped": {framework: reason}, "settings": {...}}``; one row per model and
+    thread count, with samples/s and GFLOP/s of each framework.
+    """
+    unavailable = dict(unavailable or {})
+    repeats, warmup = (1, 1) if quick else (7, 2)
+    infer_batch = 8 if quick else INFERENCE_BATCH
+    thread_counts = thread_counts or sorted({1, timing.cores()})
+    rows = []
+    for name, spec in MODELS.items():
+        batch = min(spec.batch, 8) if quick else spec.batch
+        runners = {}
+        for fw in frameworks.FRAMEWORKS:
+            if fw in unavailable:
+                continue
+            try:
+                runners[fw] = frameworks.make_runner(fw, spec, batch, infer_batch)
+            except Exception as e:  # a framework that cannot build this model is reported, not fatal
+                unavailable[fw] = f"{type(e).__name__}: {e}"
+        train_flops, infer_flops = training_flops(spec, batch), forward_flops(spec, infer_batch)
+        for n_threads in thread_counts:
+            efficiency = timing.parallel_efficiency() if n_threads > 1 else None
+            with timing.threads(n_threads):
+                train = timing.interleaved({fw: r.train_step for fw, r in runners.items()}, repeats, warmup)
+                infer = timing.interleaved({fw: r.predict for fw, r in runners.items()}, repeats, warmup)
+            row = {
+                "model": name,
+                "batch": batch,
+                "infer_batch": infer_batch,
+                "threads": n_threads,
+                "efficiency": efficiency,
+                "train_gflop": train_flops / 1e9,
+                "infer_gflop": infer_flops / 1e9,
+                "results": {},
+            }
+            for fw in runners:
+                t_train, t_infer = timing.median(train[fw]), timing.median(infer[fw])
+                row["results"][fw] = {
+                    "train_sps": batch / t_train,
+                    "infer_sps": infer_batch / t_infer,
+                    "train_gflops": train_flops / t_train / 1e9,
+                    "infer_gflops": infer_flops / t_infer / 1e9,
+                    "train_seconds": train[fw],
+                    "infer_seconds": infer[fw],
+                }
+            rows.append(row)
+            log(f"  models   {name} batch={batch} threads={n_threads}")
+    return {
+        "rows": rows,
+        "skipped": unavailable,
+        "settings": {"repeats": repeats, "warmup": warmup, "threads": thread_counts},
+    }

@@ -1,0 +1,181 @@
+"""How every number in the report is taken: interleaved repeats, medians, thread limits, and the machine.
+
+* **Warm-up excluded.** Each contender runs ``warmup`` times before any clock starts (Numba compiles, PyTorch and
+  Keras build their graphs and caches, NumPy's allocator settles).
+* **Interleaved.** Contenders take turns, A B C A B C ..., and each round starts one place later than the last
+  (B C A, C A B, ...), so a burst of load from another process lands on all of them, not on whoever ran then.
+* **Medians.** Each contender's figure is the median of its ``repeats`` timings, which a few disturbed runs do
+  not move; all timings are kept in the JSON next to the report.
+* **Threads.** ``threads(n)`` limits every pool a contender may use: PyTorch's (``torch.set_num_threads``),
+  Numba's (``numba.set_num_threads``) and BLAS/OpenMP's (threadpoolctl). One-thread figures hold on a shared
+  machine; two-thread figures drop when another guest is busy, so each two-thread block is measured next to a
+  ``parallel_efficiency`` probe: a fixed NumPy matmul timed on 1 and 2 threads, ``t1 / (2 t2)``, 1.0 = perfect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+try:
+    import torch
+except ImportError:  # the report says so; minicnn and the naive engine are measured anyway
+    torch = None
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Limit PyTorch, Numba and every BLAS/OpenMP pool of this process to ``n`` threads, then restore them."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    old_numba = numba.get_num_threads()
+    old_torch = torch.get_num_threads() if torch is not None else None
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if torch is not None:
+        torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        numba.set_num_threads(old_numba)
+        if torch is not None:
+            torch.set_num_threads(old_torch)
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list]:
+    """Time each callable ``repeats`` times, in rotating turns, after ``warmup`` untimed calls each.
+
+    Returns ``{name: [seconds, ...]}``.
+    """
+    names = list(contenders)
+    for name in names:
+        for _ in range(warmup):
+            contenders[name]()
+    times: dict[str, list] = {name: [] for name in names}
+    for r in range(repeats):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            t0 = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(values) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def matmul_seconds(n: int, n_threads: int, repeats: int = 5) -> float:
+    """Median seconds of one float32 ``(n, n) @ (n, n)`` NumPy matmul on ``n_threads`` BLAS threads."""
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    with threads(n_threads):
+        return median(interleaved({"matmul": lambda: a @ b}, repeats)["matmul"])
+
+
+def gemm_peak(n: int = 1024, repeats: int = 5) -> dict:
+    """This machine's GEMM speed, the yardstick for every GFLOP/s figure: ``2 n^3 / t`` on 1 and all cores."""
+    flops = 2.0 * n**3
+    out = {"n": n}
+    for n_threads in sorted({1, cores()}):
+        out[n_threads] = flops / matmul_seconds(n, n_threads, repeats) / 1e9
+    return out
+
+
+def parallel_efficiency(n: int = 384, repeats: int = 7) -> float:
+    """``t(1 thread) / (2 t(2 threads))`` for a fixed float32 matmul, the two thread counts taking turns:
+    ~1 on an idle machine, well below when another guest shares the cores."""
+    from threadpoolctl import threadpool_limits
+
+    if cores() < 2:
+        return float("nan")
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    times: dict[int, list] = {1: [], 2: []}
+    for r in range(repeats + 1):
+        for k in (1, 2) if r % 2 == 0 else (2, 1):
+            with threadpool_limits(limits=k, user_api="blas"):
+                t0 = time.perf_counter()
+                a @ a
+                if r > 0:  # the first round is the warm-up
+                    times[k].append(time.perf_counter() - t0)
+    return median(times[1]) / (2.0 * median(times[2]))
+
+
+# ---------------------------------------------------------------------------------------------------- the machine
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_info() -> list[dict]:
+    """What threadpoolctl sees loaded in this process: BLAS libraries and OpenMP runtimes."""
+    from threadpoolctl import threadpool_info
+
+    keep = ("user_api", "internal_api", "prefix", "version", "architecture", "threading_layer", "num_threads")
+    return [{k: info.get(k) for k in keep if info.get(k) is not None} for info in threadpool_info()]
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("minicnn", "numpy", "numba", "torch", "keras", "threadpoolctl", "matplotlib"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "cores": cores(),
+        "os_cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "blas": blas_info(),
+        "blas_env": {k: os.environ.get(k) for k in BLAS_ENV},
+        "blas_env_unset_by_harness": os.environ.get("MINICNN_BENCH_UNSET", ""),
+        "load_average_start": os.getloadavg(),
+        "versions": versions(),
+    }
+
+
+def numba_threads() -> str:
+    """Which Numba threading layer ran minicnn's parallel loops, if any did (call after the benchmarks)."""
+    import numba
+
+    from minicnn.kernels import cpu
+
+    parallel = getattr(cpu, "PARALLEL", True)
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run in this process
+        layer = "none started"
+    return f"{layer} (minicnn.kernels.cpu.PARALLEL = {parallel})"

@@ -1,0 +1,178 @@
+"""The benchmark harness runs end to end, and its naive baseline is a correct engine.
+
+``python -m benchmarks --quick`` runs in-process on a temporary folder: the report and the chart must exist, hold
+every section, and their tables must hold numbers. No timing is asserted: speed depends on the machine.
+"""
+
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn import layers
+
+# benchmarks/ is a folder of the checkout, not an installed package: make it importable under plain `pytest` too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import SECTIONS, main, naive  # noqa: E402
+
+IN_CI = bool(os.environ.get("CI"))
+HEADINGS = {
+    "kernels": "## Kernels",
+    "models": "## Models: training and inference throughput",
+    "memory": "## Peak memory of a training step",
+    "coldstart": "## Cold start",
+    "mnist": "## One MNIST epoch",
+}
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            raise  # CI installs the bench extra: a missing PyTorch is a failure there, not a skip
+        return False
+    return True
+
+
+def tables(text: str) -> list[list[dict]]:
+    """Every Markdown table in ``text`` as a list of {header: cell} rows."""
+    found, lines = [], text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("| ") and lines[i + 1].startswith("|---"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            for body in lines[i + 2 :]:
+                if not body.startswith("|"):
+                    break
+                rows.append(dict(zip(header, (c.strip() for c in body.strip("|").split("|")), strict=True)))
+            found.append(rows)
+    return found
+
+
+def number(cell: str) -> float | None:
+    """The leading number of a cell ('12.3', '0.5 cl'), None for '—' or text."""
+    m = re.match(r"^-?\d+(\.\d+)?", cell)
+    return float(m.group()) if m else None
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    torch_available()  # in CI, a missing PyTorch fails here, before the run
+    out = tmp_path_factory.mktemp("bench")
+    rc = main(["--quick", "--out", str(out), "--keep-blas-env"])
+    return rc, out
+
+
+def test_quick_run_writes_every_section(quick_run):
+    rc, out = quick_run
+    report = (out / "report.md").read_text()
+    assert rc == 0, report
+    for section in SECTIONS:
+        assert HEADINGS[section] in report, section
+    assert "This section failed" not in report
+    png = (out / "benchmarks.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert (out / "results.json").exists()
+
+
+def test_quick_report_tables_hold_numbers(quick_run):
+    _, out = quick_run
+    report = (out / "report.md").read_text()
+    found = tables(report)
+    assert len(found) >= 8
+    checked = 0
+    for rows in found:
+        for row in rows:
+            for header, cell in row.items():
+                if any(word in header for word in ("ms", "samples/s", "GFLOP/s", "MiB", "÷ PyTorch")):
+                    if cell.startswith("not run") or cell in ("—", "skipped") or "failed" in cell:
+                        continue
+                    value = number(cell)
+                    assert value is not None and math.isfinite(value) and value >= 0, (header, cell)
+                    checked += 1
+    assert checked > 100
+    if torch_available():
+        assert "PyTorch (NCHW" in report or "PyTorch (cl" in report
+        minicnn_rows = [r for rows in found for r in rows if r.get("framework") == "minicnn" and "model" in r]
+        assert minicnn_rows and all(
+            number(r["train ÷ PyTorch"]) is not None for r in minicnn_rows if "train ÷ PyTorch" in r
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- the baseline
+def small_model(optimizer):
+    model = minicnn.Sequential(
+        [
+            layers.Conv2D(4, 3, padding="same", activation="relu", input_shape=(8, 8, 2)),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(5, 3, activation="relu"),
+            layers.Flatten(),
+            layers.Dense(6, activation="relu"),
+            layers.Dense(3, activation="softmax"),
+        ],
+        seed=1,
+    )
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    return model
+
+
+def naive_arrays(engine: naive.Model, what: str = "params") -> list:
+    """The naive engine's parameters (or gradients), conv kernels transposed back to (kh, kw, C, F)."""
+    out = []
+    for layer in engine.layers:
+        arrays = getattr(layer, what)
+        if isinstance(layer, naive.Conv2D):
+            out += [arrays["w"].transpose(2, 3, 1, 0), arrays["b"]]
+        elif isinstance(layer, naive.DenseLayer):
+            out += [arrays["w"], arrays["b"]]
+    return out
+
+
+def grads_as_naive(model) -> naive.Model:
+    """minicnn's gradients, mapped into the naive engine's layouts the way ``from_minicnn`` maps weights (the
+    first Dense's rows go from (H, W, C) to (C, H, W) order)."""
+    clone = small_model(minicnn.optimizers.SGD(learning_rate=0.0))
+    for mine, theirs in zip(clone.layers, model.layers, strict=True):
+        mine.params = {k: theirs.grads[k] for k in theirs.params}
+    return naive.from_minicnn(clone)
+
+
+def test_naive_engine_agrees_with_minicnn():
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 8, 8, 2), dtype=np.float32)
+    y = np.array([0, 1, 2, 1, 0])
+    model = small_model(minicnn.optimizers.SGD(learning_rate=0.0))  # lr 0: grads are filled, weights stay
+    engine = naive.from_minicnn(model)
+    np.testing.assert_allclose(engine.predict(naive.to_nchw(x)), model.predict(x), rtol=1e-5, atol=1e-6)
+
+    loss, _ = model.train_on_batch(x, y)
+    naive_loss, dlogits = naive.softmax_cross_entropy(engine.forward(naive.to_nchw(x)), y)
+    engine.backward(dlogits)
+    assert naive_loss == pytest.approx(loss, rel=1e-5)
+    got, want = naive_arrays(engine, "grads"), naive_arrays(grads_as_naive(model))
+    assert len(got) == len(want) == 8
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_naive_adam_agrees_with_minicnn():
+    """Same gradients in, same weights out, step after step. (Through whole models the two would drift apart
+    wherever a gradient is ~0: Adam turns a 1e-9 difference there into a full step of either sign.)"""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    layer = naive.DenseLayer(w.copy(), np.zeros(4, np.float32))
+    p, b = w.copy(), np.zeros(4, np.float32)
+    adam, naive_adam = minicnn.optimizers.Adam(learning_rate=0.01), naive.Adam(lr=0.01)
+    for _ in range(3):
+        g = rng.standard_normal(w.shape).astype(np.float32)
+        layer.grads = {"w": g, "b": g[0]}
+        naive_adam.step([layer])
+        adam.apply_gradients([("w", p, g), ("b", b, g[0].copy())])
+    np.testing.assert_allclose(layer.params["w"], p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.params["b"], b, rtol=1e-5, atol=1e-6)
