@@ -129,7 +129,7 @@ def issue_table(k: dict) -> list[str]:
         f"{k['settings']['reference_batch']}, scaled); ratios to PyTorch's time.",
         "",
     ]
-    header = ["layer", "threads", "loop ref ms", "NumPy im2col ms", "Numba im2col (minicnn) ms", "PyTorch ms"]
+    header = ["layer", "threads", "loop ref ms", "NumPy im2col ms", "minicnn CPU engine ms", "PyTorch ms"]
     header += ["loop ref ÷ PyTorch", "NumPy ÷ PyTorch", "Numba ÷ PyTorch", "2-thread efficiency"]
     body = []
     for r in rows:

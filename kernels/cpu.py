@@ -1,4 +1,4 @@
-"""The default CPU engine: Numba-compiled im2col / col2im and pooling, BLAS for the matrix products.
+"""The default CPU engine: Numba-compiled col2im and pooling, NumPy im2col, BLAS for the matrix products.
 
 Same signatures and the same maths as ``reference.py`` and ``im2col.py``; what changes is how the loops run:
 

@@ -47,7 +47,7 @@ class Progbar:
         self.file = file if file is not None else sys.stdout
 
         is_tty = bool(getattr(self.file, "isatty", lambda: False)())
-        in_notebook = "ipykernel" in sys.modules and self.file in (sys.stdout, sys.stderr)
+        in_notebook = _in_jupyter_kernel() and self.file in (sys.stdout, sys.stderr)
         self._redraw = is_tty or in_notebook
         self._color = is_tty and not in_notebook
         self._chars = ("━", "─") if _can_encode(self.file, "━─") else ("=", ".")
@@ -180,3 +180,15 @@ def _can_encode(file, text: str) -> bool:
     except (UnicodeEncodeError, LookupError):
         return False
     return True
+
+
+def _in_jupyter_kernel() -> bool:
+    """True inside a running Jupyter kernel (ipykernel merely being imported, e.g. by a test, is not enough)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None

@@ -207,13 +207,15 @@ def lesson_01() -> list[dict]:
         1e-7: float32 keeps about 7 significant digits, and the two versions add the same products in a different
         order, so they agree to the last digit or so of float32. That is the same answer.
 
-        ## Numba: compile the im2col loop
+        ## Numba: compile the loop NumPy cannot vectorise
 
-        NumPy builds `cols` through a strided view and a copy, on one core. `minicnn.kernels.cpu` writes the same
-        loop nest in plain Python, and Numba's `@njit` compiles it to machine code; `prange` hands each core its
-        own output rows, so no two threads write the same element. The source:
+        Building `cols` is a copy through a strided view, which NumPy already does at memory speed, so
+        `minicnn.kernels.cpu` keeps NumPy's im2col (a compiled loop measured 2-4 times slower). The way back,
+        col2im, must *add* each row onto its overlapping patch, and NumPy can only do that one kernel position at a
+        time. There the engine writes the loop nest in plain Python and Numba's `@njit` compiles it to machine code;
+        `prange` marks the loop over images, which may run on several cores since no two images share an element:
         """),
-        code("print(inspect.getsource(cpu._im2col.py_func))"),
+        code("print(inspect.getsource(cpu._col2im.py_func))"),
         code("""
         out_numba, _ = cpu.conv2d_forward(x, w, b)
         print(f"relative error, Numba vs loops:        {relative_error(out_numba, out_loop):.1e}")
@@ -262,7 +264,7 @@ def lesson_01() -> list[dict]:
         timings = {
             "loops (reference.py)": t_loop,
             "im2col + GEMM (im2col.py)": best_time(lambda: im2col.conv2d_forward(x, w, b)),
-            "Numba im2col + GEMM (cpu.py)": best_time(lambda: cpu.conv2d_forward(x, w, b)),
+            "minicnn CPU engine (cpu.py)": best_time(lambda: cpu.conv2d_forward(x, w, b)),
         }
         print(f"conv forward, x {x.shape}, w {w.shape}: {macs:,} multiply-adds\\n")
         print(f"{'engine':<30}{'ms':>10}{'speed-up':>10}{'GFLOP/s':>10}")
@@ -458,7 +460,7 @@ def lesson_02() -> list[dict]:
         x = rng.standard_normal((2, 6, 6, 3))
         for name in ("reference", "numpy", "cpu"):
             conv = layers.Conv2D(4, 3, strides=2, padding="same")
-            conv.backend = get_backend(name)  # loops, NumPy im2col, Numba im2col
+            conv.backend = get_backend(name)  # loops, NumPy im2col, the minicnn CPU engine
             errors = check_layer_gradients(conv, x)
             print(f"{name:<10}", {k: f"{e:.1e}" for k, e in errors.items()})
         """),
@@ -1508,7 +1510,7 @@ def lesson_07() -> list[dict]:
         The second convolution of the classic Keras MNIST network: 13 x 13 x 32 inputs, 64 filters of 3 x 3,
         forward and backward, on a batch of 64 (8 in FAST mode). The contenders:
 
-        - **minicnn**: `kernels.cpu`, Numba im2col + BLAS, channels-last (the default engine);
+        - **minicnn**: `kernels.cpu`, im2col + BLAS with Numba col2im and pooling, channels-last (the default engine);
         - **NumPy im2col**: `kernels.im2col`, minicnn's NumPy version;
         - **naive NumPy**: `benchmarks.naive.Conv2D`, the way a first course writes it: channels-first, a padded
           copy and a Python loop over kernel positions to build the columns, transposes and fresh arrays everywhere;

@@ -164,12 +164,22 @@ def test_zero_length_does_not_raise(clock):
 
 
 def test_jupyter_redraws_without_ansi(clock, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ipykernel", SimpleNamespace())
+    import minicnn.progress
+
+    monkeypatch.setattr(minicnn.progress, "_in_jupyter_kernel", lambda: True)
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)
     bar = Progbar(5, interval=0)
     run(bar, clock, 5)
     assert out.getvalue().count("\r") == 5 and "\x1b" not in out.getvalue()
+
+
+def test_an_imported_ipykernel_is_not_a_notebook(clock, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipykernel", SimpleNamespace())  # e.g. imported by a notebook test runner
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    run(Progbar(5, interval=0), clock, 5)
+    assert out.getvalue().startswith("5/5 ")
 
 
 def test_ascii_fallback_when_the_file_cannot_encode_the_bar(clock):
