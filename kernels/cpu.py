@@ -7,7 +7,7 @@ Same signatures and the same maths as ``reference.py`` and ``im2col.py``; what c
 * ``prange`` marks the outermost loop that may be split over the cores: each iteration writes its own rows
   (pooling forward) or its own image (col2im, pooling backward), so no two threads ever add to the same element
   and no locks are needed. By default the loops run on one thread and the cores go to BLAS (see ``PARALLEL``);
-* padding is never materialised: an index that falls in the padding is skipped (or reads as 0 / -inf).
+* in col2im and pooling, padding is never materialised: an index that falls in the padding is skipped.
 """
 
 from __future__ import annotations
