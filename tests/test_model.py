@@ -250,11 +250,24 @@ def test_early_stopping_restores_best_weights_through_fit():
     x, y = toy_data(60)
     model = small_model()
     model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    stop = callbacks.EarlyStopping(monitor="loss", patience=100, restore_best_weights=True)
-    history = model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[stop])
-    best = int(np.argmin(history.history["loss"]))
-    assert len(history.history["loss"]) == 4 and best >= 0
-    assert model.get_weights()[0].shape == (3, 3, 1, 4)
+
+    class Snapshots(callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.weights = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights.append([w.copy() for w in self.model.get_weights()])
+
+    snapshots = Snapshots()
+    # mode="max" on the loss makes "best" an early epoch, so restoring must visibly change the final weights
+    stop = callbacks.EarlyStopping(monitor="loss", mode="max", patience=100, restore_best_weights=True)
+    history = model.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[snapshots, stop])
+    best = int(np.argmax(history.history["loss"]))
+    assert best < 3  # the loss fell, so the "best" (largest) epoch is not the last
+    restored = model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(restored, snapshots.weights[best], strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(restored, snapshots.weights[-1], strict=True))
 
 
 def test_set_weights_checks_shapes(compiled):
