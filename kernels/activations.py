@@ -1,8 +1,9 @@
 """Element-wise activations, forward and backward side by side.
 
-``activation_forward(name, x) -> (y, cache)`` and ``activation_backward(name, dout, cache) -> dx``, for
-``name`` in ``linear, relu, sigmoid, tanh, softmax, leaky_relu``. Each derivative is written under its
-function, in terms of what the forward pass already computed (usually ``y``), so nothing is recomputed.
+``activation_forward(name, x, overwrite_x=False) -> (y, cache)`` and
+``activation_backward(name, dout, cache) -> dx``, for ``name`` in ``linear, relu, sigmoid, tanh, softmax,
+leaky_relu``. Each derivative is written under its function, in terms of what the forward pass already computed
+(usually ``y``), so nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ def softmax(x, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def activation_forward(name: str, x):
-    """y = f(x) for the activation called ``name``; the cache is what the derivative needs."""
+def activation_forward(name: str, x, overwrite_x: bool = False):
+    """y = f(x) for the activation called ``name``; the cache is what the derivative needs.
+
+    ``overwrite_x=True`` allows (does not require) writing ``y`` over ``x``, for a caller that owns ``x`` and
+    never reads it again: ReLU then costs no new array.
+    """
     if name == "linear":
         return x, None
     if name == "relu":
-        y = np.maximum(x, 0)  # d/dx = 1 where x > 0
+        y = np.maximum(x, 0, out=x if overwrite_x else None)  # d/dx = 1 where x > 0
         return y, y
     if name == "sigmoid":
         y = _sigmoid(x)  # d/dx = y (1 - y)

@@ -81,62 +81,178 @@ def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
 
 
 # ---------------------------------------------------------------------------------------------------- convolution
+# im2col + GEMM, a block of images at a time. Done for the whole batch at once (im2col.py), ``cols`` is 9x the
+# input: 144 MiB for the CIFAR model's second conv at batch 128. It spills out of every cache, so im2col writes it
+# to memory, the GEMM reads it back (43 GFLOP/s here against 80 on a cache-sized block), and it stays alive until
+# the backward pass. A block of about CHUNK_ROWS output pixels keeps ``cols`` in the L2/L3 cache between the copy
+# and the product; the backward pass rebuilds each block's ``cols`` from ``x`` (a copy is cheaper than keeping it).
+CHUNK_ROWS = 4096
+
+
+def _blocks(N: int, rows_per_image: int):
+    """Image ranges [s, e) of about ``CHUNK_ROWS`` output pixels each (at least one image)."""
+    step = max(1, CHUNK_ROWS // rows_per_image)
+    for s in range(0, N, step):
+        yield s, min(s + step, N)
+
+
+# A first layer sees 1 or 3 channels: its patch is 9 or 27 numbers long, a GEMM with K = 9 runs at a third of
+# the machine's speed, and im2col copies one float at a time. Below DIRECT_MAX_PATCH the convolution is computed
+# directly, one output row at a time: the row (Wo, F) stays in the L1 cache while every kernel tap adds
+# x[r, s, c] * w[p, q, c, :] to it, and the innermost loop over the F filters is contiguous, so it vectorises.
+DIRECT_MAX_PATCH = 32
+
+
+@njit(cache=True, fastmath=True, error_model="numpy")
+def _conv_direct_forward(x, w, b, sh, sw, pt, pl, out):
+    N, H, W, C = x.shape
+    kh, kw, _, F = w.shape
+    _, Ho, Wo, _ = out.shape
+    for n in range(N):
+        for i in range(Ho):
+            o = out[n, i]  # (Wo, F): one output row
+            for j in range(Wo):
+                o[j] = b
+            for p in range(kh):
+                r = i * sh + p - pt
+                if 0 <= r < H:
+                    for q in range(kw):
+                        for c in range(C):
+                            wv = w[p, q, c]
+                            for j in range(Wo):
+                                s = j * sw + q - pl
+                                if 0 <= s < W:
+                                    v = x[n, r, s, c]
+                                    for f in range(F):
+                                        o[j, f] += v * wv[f]
+
+
+@njit(cache=True, fastmath=True, error_model="numpy")
+def _conv_direct_dw(x, dout, sh, sw, pt, pl, dw):
+    """dw[p, q, c, :] += x[n, i*sh + p - pt, j*sw + q - pl, c] * dout[n, i, j, :], one output row at a time."""
+    N, H, W, C = x.shape
+    kh, kw, _, F = dw.shape
+    _, Ho, Wo, _ = dout.shape
+    for n in range(N):
+        for i in range(Ho):
+            d = dout[n, i]  # (Wo, F)
+            for p in range(kh):
+                r = i * sh + p - pt
+                if 0 <= r < H:
+                    for q in range(kw):
+                        for c in range(C):
+                            acc = dw[p, q, c]
+                            for j in range(Wo):
+                                s = j * sw + q - pl
+                                if 0 <= s < W:
+                                    v = x[n, r, s, c]
+                                    for f in range(F):
+                                        acc[f] += v * d[j, f]
+
+
+def _is_direct(w) -> bool:
+    kh, kw, C, _ = w.shape
+    return kh * kw * C <= DIRECT_MAX_PATCH
+
+
 def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
-    """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache. im2col + one GEMM."""
-    return gemm.conv2d_forward(x, w, b, stride, pad, im2col=im2col)
+    """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache.
+
+    Per block of images: cols = im2col(block) (rows, kh*kw*C), then one GEMM straight into ``out``'s rows and
+    the bias added while those rows are still in cache. Small patches go direct. The cache keeps ``x``, not cols.
+    """
+    N, H, W, C = x.shape
+    kh, kw, _, F = w.shape
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    P = Ho * Wo  # output pixels (GEMM rows) per image
+    dtype = np.result_type(x.dtype, w.dtype)
+    out = np.empty((N, Ho, Wo, F), dtype=dtype)
+    if _is_direct(w):
+        x, w = np.ascontiguousarray(x, dtype), np.ascontiguousarray(w, dtype)
+        bias = np.zeros(F, dtype) if b is None else np.ascontiguousarray(b, dtype)
+        _conv_direct_forward(x, w, bias, stride[0], stride[1], pad[0], pad[2], out)
+        return out, (x, w, stride, pad)
+    w2, rows = w.reshape(-1, F), out.reshape(N * P, F)
+    for s, e in _blocks(N, P):
+        block = rows[s * P : e * P]
+        np.matmul(im2col(x[s:e], kh, kw, stride, pad), w2, out=block)
+        if b is not None:
+            block += b
+    return out, (x, w, stride, pad)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
-    """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C) (None unless ``need_dx``), dw: (kh, kw, C, F), db: (F,)"""
-    x_shape, w, cols, stride, pad = cache
+    """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C) (None unless ``need_dx``), dw: (kh, kw, C, F), db: (F,)
+
+    Per block: rebuild cols, dw += cols^T @ dout (accumulated as its transpose, dout^T @ cols: BLAS runs that
+    orientation faster here), dcols = dout @ w^T, and col2im adds dcols into the block's images of ``dx``.
+    """
+    x, w, stride, pad = cache
+    N, H, W, C = x.shape
     kh, kw, _, F = w.shape
-    d2 = dout.reshape(-1, F)
-    # dw = cols^T @ dout, computed as (dout^T @ cols)^T: BLAS runs this orientation faster here.
-    dw = np.ascontiguousarray((d2.T @ cols).T).reshape(w.shape)
-    dx = col2im(d2 @ w.reshape(-1, F).T, x_shape, kh, kw, stride, pad) if need_dx else None
-    return dx, dw, d2.sum(axis=0)
+    _, Ho, Wo, _ = dout.shape
+    P = Ho * Wo
+    dtype = np.result_type(dout.dtype, x.dtype, w.dtype)
+    dout = np.ascontiguousarray(dout, dtype)
+    d2 = dout.reshape(N * P, F)
+    direct = _is_direct(w)
+    if direct:  # dw by the direct loop; dx (rarely wanted: this is usually the first layer) by the blocks below
+        dw = np.zeros(w.shape, dtype)
+        _conv_direct_dw(np.ascontiguousarray(x, dtype), dout, stride[0], stride[1], pad[0], pad[2], dw)
+    else:
+        dwt = np.zeros((F, kh * kw * C), dtype)
+    dx = np.zeros(x.shape, dtype) if need_dx else None
+    if need_dx or not direct:
+        w2t = w.reshape(-1, F).T
+        for s, e in _blocks(N, P):
+            d = d2[s * P : e * P]
+            if not direct:
+                dwt += d.T @ im2col(x[s:e], kh, kw, stride, pad)
+            if need_dx:
+                _col2im(d @ w2t, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx[s:e])
+        if not direct:
+            dw = np.ascontiguousarray(dwt.T).reshape(w.shape)
+    # db = dout summed over every pixel, written as a GEMV, ones @ dout: NumPy's column sum of a tall matrix with
+    # few columns runs ~10x slower than BLAS does this.
+    return dx, dw, np.ones(N * P, dtype) @ d2
 
 
 # ---------------------------------------------------------------------------------------------------- pooling
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, error_model="numpy")
 def _maxpool_forward(x, ph, pw, sh, sw, pt, pl, out, argmax):
     N, H, W, C = x.shape
     _, Ho, Wo, _ = out.shape
-    best = np.empty((N * Ho, C), x.dtype)  # one private row per iteration, so threads never share one
-    where = np.empty((N * Ho, C), argmax.dtype)
-    for ni in prange(N * Ho):
+    for ni in prange(N * Ho):  # each iteration writes its own output row
         n, i = ni // Ho, ni % Ho
-        b, k = best[ni], where[ni]
         r0, r1 = max(i * sh - pt, 0), min(i * sh - pt + ph, H)
         for j in range(Wo):
             s0, s1 = max(j * sw - pl, 0), min(j * sw - pl + pw, W)
+            best, where, first = out[n, i, j], argmax[n, i, j], x[n, r0, s0]  # (C,) views
             # The window's first element starts as the winner; a strict '>' then keeps the first maximum (in
             # row-major window order) on ties. Written as selects over a contiguous channel run, it vectorises.
-            b[:] = x[n, r0, s0]
-            k[:] = r0 * W + s0
+            for c in range(C):
+                best[c] = first[c]
+                where[c] = r0 * W + s0
             for r in range(r0, r1):
                 for s in range(s0, s1):
                     v = x[n, r, s]
-                    at = r * W + s
+                    at = r * W + s  # the winner's flat index in the (H*W) plane
                     for c in range(C):
-                        better = v[c] > b[c]
-                        b[c] = v[c] if better else b[c]
-                        k[c] = at if better else k[c]
-            out[n, i, j] = b
-            argmax[n, i, j] = k
+                        better = v[c] > best[c]
+                        best[c] = v[c] if better else best[c]
+                        where[c] = at if better else where[c]
 
 
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, error_model="numpy")
 def _maxpool_backward(dout, argmax, dx):
     N, Ho, Wo, C = dout.shape
-    W = dx.shape[2]
+    plane = dx.reshape(N, -1, C)  # (N, H*W, C): argmax indexes its middle axis directly, no division needed
     for n in prange(N):  # one image per iteration: overlapping windows add into one thread's image only
-        dx[n] = 0
+        plane[n] = 0
         for i in range(Ho):
             for j in range(Wo):
                 for c in range(C):
-                    k = argmax[n, i, j, c]
-                    dx[n, k // W, k % W, c] += dout[n, i, j, c]
+                    plane[n, argmax[n, i, j, c], c] += dout[n, i, j, c]
 
 
 def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
@@ -221,11 +337,12 @@ def _relu_backward(dout, y, dx):
         dx[k] = dout[k] if y[k] > 0 else 0
 
 
-def activation_forward(name, x):
-    """As ``activations.activation_forward``; ReLU, the common case, in one compiled pass (no temporaries)."""
+def activation_forward(name, x, overwrite_x=False):
+    """As ``activations.activation_forward``; ReLU, the common case, in one compiled pass (no temporaries), in
+    place when ``overwrite_x``."""
     if name != "relu" or not x.flags.c_contiguous:
-        return act.activation_forward(name, x)
-    y = np.empty_like(x)
+        return act.activation_forward(name, x, overwrite_x)
+    y = x if overwrite_x else np.empty_like(x)
     _relu_forward(x.reshape(-1), y.reshape(-1))
     return y, y
 

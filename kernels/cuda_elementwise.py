@@ -163,11 +163,13 @@ def _rows(a):
     return a.reshape(a.size // K, K)
 
 
-def activation_forward(name: str, x):
-    """y = f(x) for the activation called ``name``; the cache is what the derivative needs (as on the CPU)."""
+def activation_forward(name: str, x, overwrite_x: bool = False):
+    """y = f(x) for the activation called ``name``; the cache is what the derivative needs (as on the CPU).
+    ``overwrite_x``: ReLU may write ``y`` over ``x`` (each thread reads and writes its own element)."""
     if name == "linear":
         return x, None
-    y = cuda.device_array(x.shape, dtype=np.float32)
+    inplace = overwrite_x and name == "relu"
+    y = x if inplace else cuda.device_array(x.shape, dtype=np.float32)
     if name == "softmax":
         x2, y2 = _rows(x), _rows(y)
         softmax_rows_kernel[grid_1d(x2.shape[0])](x2, y2)

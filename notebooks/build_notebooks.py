@@ -433,7 +433,7 @@ def lesson_02() -> list[dict]:
         y = dense.forward(x, training=True)
         dout = rng.standard_normal(y.shape)
         dx = dense.backward(dout)
-        dz = dout * (dense.logits > 0)  # ReLU's backward
+        dz = dout * (y > 0)  # ReLU's backward, from its output
         W = dense.params["kernel"]
         print(f"dW == x.T @ dz:  {relative_error(dense.grads['kernel'], x.T @ dz):.1e}")
         print(f"db == sum of dz: {relative_error(dense.grads['bias'], dz.sum(axis=0)):.1e}")

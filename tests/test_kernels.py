@@ -53,6 +53,35 @@ def test_conv_matches_reference(engine, case):
         assert relative_error(got, want) < TOL
 
 
+@pytest.mark.parametrize("path", ["direct", "blocked im2col"])
+@settings(max_examples=25, deadline=None)
+@given(case=conv_case(), chunk_rows=st.integers(1, 40), need_dx=st.booleans(), dtype=st.sampled_from(["f4", "f8"]))
+def test_numba_conv_paths_match_reference(path, case, chunk_rows, need_dx, dtype):
+    # The Numba engine has two convolutions: direct loops (small patches) and im2col + GEMM over blocks of
+    # images. Force each in turn, with blocks small enough that most batches need several.
+    N, H, W, C, F, kh, kw, stride, pad, seed = case
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((N, H, W, C), (kh, kw, C, F), (F,)))
+    saved = cpu.DIRECT_MAX_PATCH, cpu.CHUNK_ROWS
+    cpu.DIRECT_MAX_PATCH, cpu.CHUNK_ROWS = (10**6 if path == "direct" else 0), chunk_rows
+    try:
+        out, cache = cpu.conv2d_forward(x, w, b, stride, pad)
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dx, dw, db = cpu.conv2d_backward(dout, cache, need_dx)
+    finally:
+        cpu.DIRECT_MAX_PATCH, cpu.CHUNK_ROWS = saved
+    ref_out, ref_cache = reference.conv2d_forward(x, w, b, stride, pad)
+    ref_dx, ref_dw, ref_db = reference.conv2d_backward(dout, ref_cache)
+    tol = TOL if dtype == "f4" else 1e-12
+    assert out.dtype == np.dtype(dtype) and dw.dtype == np.dtype(dtype)
+    assert relative_error(out, ref_out) < tol
+    assert relative_error(dw, ref_dw) < tol and relative_error(db, ref_db) < tol
+    if need_dx:
+        assert dx.dtype == np.dtype(dtype) and relative_error(dx, ref_dx) < tol
+    else:
+        assert dx is None
+
+
 @pytest.mark.parametrize("engine", FAST)
 @settings(max_examples=25, deadline=None)
 @given(case=conv_case())

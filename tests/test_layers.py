@@ -177,3 +177,38 @@ def test_config_round_trip_rebuilds_the_same_layer():
     ):
         clone = type(layer).from_config(layer.get_config())
         assert clone.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy", "reference"])
+def test_relu_layer_keeps_one_copy_of_its_output(backend):
+    # The pre-activation z is the layer's own array, so ReLU overwrites it: the layer holds y only, and y still
+    # equals relu(x @ W + b). Only softmax/sigmoid layers keep z, as logits for the fused losses.
+    from minicnn.backend import get_backend
+
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    dense = layers.Dense(3, activation="relu", input_shape=(4,))
+    dense.build((4,), np.random.default_rng(1))
+    dense.backend = get_backend(backend)
+    y = dense.forward(x)
+    W, b = dense.params["kernel"], dense.params["bias"]
+    np.testing.assert_allclose(y, np.maximum(x @ W + b, 0), rtol=1e-6)
+    assert dense.cache[2] is None
+    with pytest.raises(AttributeError, match="Dense 'dense.*': logits are kept for softmax and sigmoid"):
+        _ = dense.logits
+    soft = layers.Dense(3, activation="softmax", input_shape=(4,))
+    soft.build((4,), np.random.default_rng(1))
+    soft.backend = get_backend(backend)
+    soft.forward(x)
+    np.testing.assert_allclose(soft.logits, x @ soft.params["kernel"] + soft.params["bias"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_activation_forward_overwrites_only_when_allowed(backend):
+    from minicnn.backend import get_backend
+
+    act = get_backend(backend).activation_forward
+    x = np.array([[-1.0, 2.0, -3.0]], np.float32)
+    y, _ = act("relu", x)
+    assert x.tolist() == [[-1.0, 2.0, -3.0]] and y.tolist() == [[0.0, 2.0, 0.0]]
+    y, _ = act("relu", x, overwrite_x=True)
+    assert y is x and x.tolist() == [[0.0, 2.0, 0.0]]

@@ -148,19 +148,25 @@ class Layer:
         return f"<{type(self).__name__} '{self.name}'>"
 
 
+LOGIT_ACTIVATIONS = ("softmax", "sigmoid")
+
+
 class LinearActivationLayer(Layer):
     """What Conv2D and Dense share: ``z = linear(x) + bias``, then ``y = activation(z)``.
 
-    The cache holds the linear kernel's cache, the activation's cache and ``z`` itself: ``z`` (the logits) is what
-    the model's fused softmax-cross-entropy reads when this is the last layer.
+    The cache holds the linear kernel's cache, the activation's cache and, for a softmax or sigmoid layer, ``z``
+    itself: ``z`` (the logits) is what the model's fused softmax-cross-entropy reads when this is the last layer.
     """
 
     activation = "linear"
     use_bias = True
 
     def activate(self, z, linear_cache):
-        y, act_cache = self.backend.activation_forward(self.activation, z)
-        self.cache = (linear_cache, act_cache, z)
+        # z is this layer's own new array, and only a softmax or sigmoid layer's z is read again (the fused losses
+        # read it as logits); other activations may overwrite it, so a ReLU layer keeps one copy of its output.
+        keep_z = self.activation in LOGIT_ACTIVATIONS
+        y, act_cache = self.backend.activation_forward(self.activation, z, overwrite_x=not keep_z)
+        self.cache = (linear_cache, act_cache, z if keep_z else None)
         return y
 
     def activation_backward(self, dout, skip_activation: bool):
@@ -176,7 +182,12 @@ class LinearActivationLayer(Layer):
 
     @property
     def logits(self):
-        """The pre-activation output ``z`` of the last forward pass."""
+        """The pre-activation output ``z`` of the last forward pass of a softmax or sigmoid layer."""
+        if self.activation not in LOGIT_ACTIVATIONS:
+            raise AttributeError(
+                f"{type(self).__name__} '{self.name}': logits are kept for {' and '.join(LOGIT_ACTIVATIONS)} layers "
+                f"only (what the fused losses read); this layer's '{self.activation}' overwrites them"
+            )
         return self.cache[2]
 
 
