@@ -210,10 +210,18 @@ def lesson_01() -> list[dict]:
         ## Numba: compile the loop NumPy cannot vectorise
 
         Building `cols` is a copy through a strided view, which NumPy already does at memory speed, so
-        `minicnn.kernels.cpu` keeps NumPy's im2col (a compiled loop measured 2-4 times slower). The way back,
-        col2im, must *add* each row onto its overlapping patch, and NumPy can only do that one kernel position at a
-        time. There the engine writes the loop nest in plain Python and Numba's `@njit` compiles it to machine code;
-        `prange` marks the loop over images, which may run on several cores since no two images share an element:
+        `minicnn.kernels.cpu` keeps NumPy's im2col (a compiled loop measured 2-4 times slower). What the engine
+        changes is *how much* it builds at once: `cols` for a whole training batch can be bigger than the CPU's
+        caches (144 MiB for a 32-channel layer on 128 CIFAR images), so the copy goes out to memory and the GEMM
+        reads it back. The engine instead runs im2col + GEMM on blocks of a few images (`cpu.CHUNK_ROWS` output
+        pixels each), each block's `cols` still in the cache when the GEMM reads it, and never keeps `cols` for the
+        backward pass (it rebuilds each block from `x`). For a first layer with 1 or 3 channels, whose patches are
+        too short for a good GEMM, it loops directly instead (`cpu.DIRECT_MAX_PATCH`).
+
+        The way back, col2im, must *add* each row onto its overlapping patch, and NumPy can only do that one kernel
+        position at a time. There the engine writes the loop nest in plain Python and Numba's `@njit` compiles it
+        to machine code; `prange` marks the loop over images, which may run on several cores since no two images
+        share an element:
         """),
         code("print(inspect.getsource(cpu._col2im.py_func))"),
         code("""
@@ -222,10 +230,11 @@ def lesson_01() -> list[dict]:
         print(f"relative error, Numba vs NumPy im2col: {relative_error(out_numba, out_gemm):.1e}")
         """),
         md("""
-        Against NumPy's im2col the error is exactly 0: both build the same `cols`, bit for bit, and hand it to the
-        same BLAS call. Strides and padding change only the index arithmetic; check all three versions on them too
-        (on a smaller image, for the loops' sake). `padding_amounts` gives Keras's `'same'` padding as
-        `(top, bottom, left, right)`:
+        Against NumPy's im2col the error is exactly 0 here: both build the same `cols`, bit for bit, and these four
+        images fit in one block, so both hand it to the same BLAS call. (On bigger batches BLAS may round the blocks
+        a little differently: the last bit of float32, as above.) Strides and padding change only the index
+        arithmetic; check all three versions on them too (on a smaller image, for the loops' sake).
+        `padding_amounts` gives Keras's `'same'` padding as `(top, bottom, left, right)`:
         """),
         code("""
         xs = x[:1, :12, :12]
@@ -381,7 +390,7 @@ def lesson_02() -> list[dict]:
 
         from minicnn import layers
         from minicnn.backend import get_backend
-        from minicnn.kernels import losses
+        from minicnn.kernels import losses, reference
         from minicnn.testing import check_function_gradient, check_layer_gradients, numerical_gradient, relative_error
 
         rng = np.random.default_rng(0)
@@ -463,6 +472,26 @@ def lesson_02() -> list[dict]:
             conv.backend = get_backend(name)  # loops, NumPy im2col, the minicnn CPU engine
             errors = check_layer_gradients(conv, x)
             print(f"{name:<10}", {k: f"{e:.1e}" for k, e in errors.items()})
+        """),
+        md(r"""
+        At stride 1 there is a second way to read `dx`, and the CPU engine uses it for `'same'` layers: every input
+        pixel received `w[p, q]` times the outputs around it, so `dx` is itself a convolution, of `dout` (padded by
+        `k - 1 - pad` on each side) with the kernel rotated by 180 degrees and its input and output channels
+        swapped. It runs through the same im2col + GEMM as the forward pass, with no overlapping adds. Check it
+        against the loop twin:
+        """),
+        code("""
+        x = rng.standard_normal((2, 6, 6, 3))
+        w = rng.standard_normal((3, 3, 3, 4))
+        pad = (1, 1, 1, 1)  # 'same' for a 3 x 3 kernel
+        out, cache = reference.conv2d_forward(x, w, None, (1, 1), pad)
+        dout = rng.standard_normal(out.shape)
+        dx_loops, _, _ = reference.conv2d_backward(dout, cache)
+
+        w_rotated = w[::-1, ::-1].transpose(0, 1, 3, 2)  # (kh, kw, F, C): flipped in space, channels swapped
+        full = tuple(3 - 1 - p for p in pad)
+        dx_conv, _ = reference.conv2d_forward(dout, w_rotated, None, (1, 1), full)
+        print(f"dx as a convolution of dout: relative error {relative_error(dx_conv, dx_loops):.1e}")
         """),
         md(r"""
         ## Pooling
