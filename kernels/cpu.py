@@ -1,6 +1,10 @@
 """The default CPU engine: Numba-compiled col2im and pooling, NumPy im2col, BLAS for the matrix products.
 
-Same signatures and the same maths as ``reference.py`` and ``im2col.py``; what changes is how the loops run:
+Same signatures and the same maths as ``reference.py`` and ``im2col.py``; what changes is how much is built at
+once and how the loops run:
+
+* convolution runs im2col + GEMM on blocks of images small enough for ``cols`` to stay in the cache, and keeps
+  ``x`` rather than ``cols`` for the backward pass; first layers (1 or 3 channels) loop directly instead;
 
 * ``@njit`` compiles each loop nest to machine code (``cache=True`` keeps the compiled code on disk, so a second
   process does not compile again);
