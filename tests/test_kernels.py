@@ -135,6 +135,26 @@ def test_pooling_matches_reference(engine, kind, case):
     assert relative_error(dx, ref_dx) < TOL
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    H=st.integers(2, 9),
+    W=st.integers(2, 9),
+    C=st.integers(1, 9),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_maxpool_2x2_fast_path_matches_reference(N, H, W, C, ties, seed):
+    # MaxPooling2D(2) has its own unrolled kernel; odd sizes drop the last row or column, as in Keras.
+    x = _pool_input(N, H, W, C, ties, seed)
+    no_pad = (0, 0, 0, 0)
+    out, cache = cpu.maxpool2d_forward(x, (2, 2), (2, 2), no_pad)
+    ref_out, ref_cache = reference.maxpool2d_forward(x, (2, 2), (2, 2), no_pad)
+    assert np.array_equal(out, ref_out)
+    dout = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(np.float32)
+    assert np.array_equal(cpu.maxpool2d_backward(dout, cache), reference.maxpool2d_backward(dout, ref_cache))
+
+
 def test_maxpool_tie_goes_to_one_element():
     # All four values equal: the whole gradient goes to the first (top-left) one, not 1/4 to each.
     x = np.ones((1, 2, 2, 1), np.float32)
