@@ -87,99 +87,49 @@ def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
 # ---------------------------------------------------------------------------------------------------- convolution
 # im2col + GEMM, a block of images at a time. Done for the whole batch at once (im2col.py), ``cols`` is 9x the
 # input: 144 MiB for the CIFAR model's second conv at batch 128. It spills out of every cache, so im2col writes it
-# to memory, the GEMM reads it back (43 GFLOP/s here against 80 on a cache-sized block), and it stays alive until
-# the backward pass. A block of about CHUNK_ROWS output pixels keeps ``cols`` in the L2/L3 cache between the copy
-# and the product; the backward pass rebuilds each block's ``cols`` from ``x`` (a copy is cheaper than keeping it).
-CHUNK_ROWS = 4096
+# to memory, the GEMM reads it back, and it stays alive until the backward pass. A block whose ``cols`` is about
+# CHUNK_BYTES stays in the L2/L3 cache between the copy and the product (measured on one thread, forward and
+# backward of that layer: 2-4 MiB blocks 150 ms, 19 MiB blocks 220 ms); the backward pass rebuilds each block's
+# ``cols`` from ``x``, which costs less than keeping it.
+CHUNK_BYTES = 4 << 20
 
 
-def _blocks(N: int, rows_per_image: int):
-    """Image ranges [s, e) of about ``CHUNK_ROWS`` output pixels each (at least one image)."""
-    step = max(1, CHUNK_ROWS // rows_per_image)
+def _blocks(N: int, rows_per_image: int, row_bytes: int):
+    """Image ranges [s, e) whose cols, ``rows_per_image * row_bytes`` per image, take about CHUNK_BYTES."""
+    step = max(1, CHUNK_BYTES // (rows_per_image * row_bytes))
     for s in range(0, N, step):
         yield s, min(s + step, N)
 
 
-# A first layer sees 1 or 3 channels: its patch is 9 or 27 numbers long, a GEMM with K = 9 runs at a third of
-# the machine's speed, and im2col copies one float at a time. Below DIRECT_MAX_PATCH the convolution is computed
-# directly, one output row at a time: the row (Wo, F) stays in the L1 cache while every kernel tap adds
-# x[r, s, c] * w[p, q, c, :] to it, and the innermost loop over the F filters is contiguous, so it vectorises.
-DIRECT_MAX_PATCH = 32
+# A first layer sees 1 or 3 channels: its patch is only 9 or 27 numbers long, and im2col then copies a few floats
+# at a time (1.4 ms for the 1.5 MB cols of the MNIST model's first layer). Up to SHORT_PATCH numbers per patch the
+# engine builds the transpose instead, one row per kernel tap (im2col.im2col_taps): kh*kw big strided copies
+# (0.2 ms there), which BLAS reads as a transposed matrix at no cost.
+SHORT_PATCH = 32
 
 
-@njit(cache=True, fastmath=True, error_model="numpy")
-def _conv_direct_forward(x, w, b, sh, sw, pt, pl, out):
-    N, H, W, C = x.shape
-    kh, kw, _, F = w.shape
-    _, Ho, Wo, _ = out.shape
-    for n in range(N):
-        for i in range(Ho):
-            o = out[n, i]  # (Wo, F): one output row
-            for j in range(Wo):
-                o[j] = b
-            for p in range(kh):
-                r = i * sh + p - pt
-                if 0 <= r < H:
-                    for q in range(kw):
-                        for c in range(C):
-                            wv = w[p, q, c]
-                            for j in range(Wo):
-                                s = j * sw + q - pl
-                                if 0 <= s < W:
-                                    v = x[n, r, s, c]
-                                    for f in range(F):
-                                        o[j, f] += v * wv[f]
-
-
-@njit(cache=True, fastmath=True, error_model="numpy")
-def _conv_direct_dw(x, dout, sh, sw, pt, pl, dw):
-    """dw[p, q, c, :] += x[n, i*sh + p - pt, j*sw + q - pl, c] * dout[n, i, j, :], one output row at a time."""
-    N, H, W, C = x.shape
-    kh, kw, _, F = dw.shape
-    _, Ho, Wo, _ = dout.shape
-    for n in range(N):
-        for i in range(Ho):
-            d = dout[n, i]  # (Wo, F)
-            for p in range(kh):
-                r = i * sh + p - pt
-                if 0 <= r < H:
-                    for q in range(kw):
-                        for c in range(C):
-                            acc = dw[p, q, c]
-                            for j in range(Wo):
-                                s = j * sw + q - pl
-                                if 0 <= s < W:
-                                    v = x[n, r, s, c]
-                                    for f in range(F):
-                                        acc[f] += v * d[j, f]
-
-
-def _is_direct(w) -> bool:
-    kh, kw, C, _ = w.shape
-    return kh * kw * C <= DIRECT_MAX_PATCH
+def _cols(x, kh, kw, stride, pad):
+    """cols (rows, kh*kw*C) of a block of images: im2col, or the transposed view of im2col_taps for short patches."""
+    if kh * kw * x.shape[3] <= SHORT_PATCH:
+        return gemm.im2col_taps(x, kh, kw, stride, pad).T
+    return im2col(x, kh, kw, stride, pad)
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache.
 
     Per block of images: cols = im2col(block) (rows, kh*kw*C), then one GEMM straight into ``out``'s rows and
-    the bias added while those rows are still in cache. Small patches go direct. The cache keeps ``x``, not cols.
+    the bias added while those rows are still in cache. The cache keeps ``x``, not ``cols``.
     """
     N, H, W, C = x.shape
     kh, kw, _, F = w.shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     P = Ho * Wo  # output pixels (GEMM rows) per image
-    dtype = np.result_type(x.dtype, w.dtype)
-    out = np.empty((N, Ho, Wo, F), dtype=dtype)
-    if _is_direct(w):
-        x, w = np.ascontiguousarray(x, dtype), np.ascontiguousarray(w, dtype)
-        bias = np.zeros(F, dtype) if b is None else np.ascontiguousarray(b, dtype)
-        _conv_direct_forward(x, w, bias, stride[0], stride[1], pad[0], pad[2], out)
-        return out, (x, w, stride, pad)
+    out = np.empty((N, Ho, Wo, F), dtype=np.result_type(x.dtype, w.dtype))
     w2, rows = w.reshape(-1, F), out.reshape(N * P, F)
-    for s, e in _blocks(N, P):
+    for s, e in _blocks(N, P, kh * kw * C * x.itemsize):
         block = rows[s * P : e * P]
-        np.matmul(im2col(x[s:e], kh, kw, stride, pad), w2, out=block)
+        np.matmul(_cols(x[s:e], kh, kw, stride, pad), w2, out=block)
         if b is not None:
             block += b
     return out, (x, w, stride, pad)
@@ -199,18 +149,14 @@ def conv2d_backward(dout, cache, need_dx=True):
 
 
 def _conv_dw(x, dout, w_shape, stride, pad):
-    """dw = cols^T @ dout, block by block (cols rebuilt from x), or by the direct loop for small patches."""
+    """dw = cols^T @ dout, block by block, each block's cols rebuilt from x."""
     N = x.shape[0]
     kh, kw, C, F = w_shape
-    if kh * kw * C <= DIRECT_MAX_PATCH:
-        dw = np.zeros(w_shape, dout.dtype)
-        _conv_direct_dw(x, dout, stride[0], stride[1], pad[0], pad[2], dw)
-        return dw
     P = dout.shape[1] * dout.shape[2]
     d2 = dout.reshape(N * P, F)
     dwt = np.zeros((F, kh * kw * C), dout.dtype)  # dw transposed: BLAS runs dout^T @ cols faster here
-    for s, e in _blocks(N, P):
-        dwt += d2[s * P : e * P].T @ im2col(x[s:e], kh, kw, stride, pad)
+    for s, e in _blocks(N, P, kh * kw * C * x.itemsize):
+        dwt += d2[s * P : e * P].T @ _cols(x[s:e], kh, kw, stride, pad)
     return np.ascontiguousarray(dwt.T).reshape(w_shape)
 
 
@@ -234,7 +180,7 @@ def _conv_dx(dout, w, x_shape, stride, pad):
     P = Ho * Wo
     d2, w2t = dout.reshape(N * P, F), w.reshape(-1, F).T
     dx = np.zeros(x_shape, dout.dtype)
-    for s, e in _blocks(N, P):
+    for s, e in _blocks(N, P, kh * kw * x_shape[3] * dout.itemsize):
         _col2im(d2[s * P : e * P] @ w2t, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx[s:e])
     return dx
 

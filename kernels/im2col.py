@@ -24,6 +24,7 @@ from .shapes import output_size
 
 __all__ = [
     "im2col",
+    "im2col_taps",
     "col2im",
     "conv2d_forward",
     "conv2d_backward",
@@ -49,6 +50,24 @@ def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
     sN, sH, sW, sC = xp.strides
     patches = as_strided(xp, (N, Ho, Wo, kh, kw, C), (sN, sH * sh, sW * sw, sH, sW, sC), writeable=False)
     return patches.reshape(N * Ho * Wo, kh * kw * C)
+
+
+def im2col_taps(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
+    """The transpose of im2col, built one kernel tap at a time.   x: (N, H, W, C) -> (kh*kw*C, N*Ho*Wo)
+
+    Row (p, q, c) holds what tap (p, q) of channel c sees at every output position: one strided slice of the
+    padded input. So this is kh*kw*C big copies, where im2col makes N*Ho*Wo*kh*kw small ones (of C numbers each):
+    the better way when C is 1 or 3.
+    """
+    N, H, W, C = x.shape
+    sh, sw = stride
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    xp = pad_images(x, pad)
+    taps = np.empty((kh, kw, C, N, Ho, Wo), dtype=x.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            taps[p, q] = xp[:, p : p + sh * Ho : sh, q : q + sw * Wo : sw, :].transpose(3, 0, 1, 2)
+    return taps.reshape(kh * kw * C, N * Ho * Wo)
 
 
 def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):

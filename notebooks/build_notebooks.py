@@ -213,10 +213,11 @@ def lesson_01() -> list[dict]:
         `minicnn.kernels.cpu` keeps NumPy's im2col (a compiled loop measured 2-4 times slower). What the engine
         changes is *how much* it builds at once: `cols` for a whole training batch can be bigger than the CPU's
         caches (144 MiB for a 32-channel layer on 128 CIFAR images), so the copy goes out to memory and the GEMM
-        reads it back. The engine instead runs im2col + GEMM on blocks of a few images (`cpu.CHUNK_ROWS` output
-        pixels each), each block's `cols` still in the cache when the GEMM reads it, and never keeps `cols` for the
+        reads it back. The engine instead runs im2col + GEMM on blocks of a few images (about `cpu.CHUNK_BYTES` of
+        `cols` each), each block's `cols` still in the cache when the GEMM reads it, and never keeps `cols` for the
         backward pass (it rebuilds each block from `x`). For a first layer with 1 or 3 channels, whose patches are
-        too short for a good GEMM, it loops directly instead (`cpu.DIRECT_MAX_PATCH`).
+        only 9 or 27 numbers long, it builds the transpose of `cols` instead, one row per kernel tap
+        (`im2col.im2col_taps`): 9 or 27 big strided copies rather than one tiny copy per output pixel.
 
         The way back, col2im, must *add* each row onto its overlapping patch, and NumPy can only do that one kernel
         position at a time. There the engine writes the loop nest in plain Python and Numba's `@njit` compiles it

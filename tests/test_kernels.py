@@ -53,23 +53,23 @@ def test_conv_matches_reference(engine, case):
         assert relative_error(got, want) < TOL
 
 
-@pytest.mark.parametrize("path", ["direct", "blocked im2col"])
+@pytest.mark.parametrize("path", ["im2col_taps", "im2col"])
 @settings(max_examples=25, deadline=None)
-@given(case=conv_case(), chunk_rows=st.integers(1, 40), need_dx=st.booleans(), dtype=st.sampled_from(["f4", "f8"]))
-def test_numba_conv_paths_match_reference(path, case, chunk_rows, need_dx, dtype):
-    # The Numba engine has two convolutions: direct loops (small patches) and im2col + GEMM over blocks of
-    # images. Force each in turn, with blocks small enough that most batches need several.
+@given(case=conv_case(), chunk_bytes=st.integers(1, 4000), need_dx=st.booleans(), dtype=st.sampled_from(["f4", "f8"]))
+def test_numba_conv_paths_match_reference(path, case, chunk_bytes, need_dx, dtype):
+    # The Numba engine builds cols two ways: one row per output pixel (im2col) or, for short patches, one row per
+    # kernel tap (im2col_taps). Force each in turn, with blocks small enough that most batches need several.
     N, H, W, C, F, kh, kw, stride, pad, seed = case
     rng = np.random.default_rng(seed)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((N, H, W, C), (kh, kw, C, F), (F,)))
-    saved = cpu.DIRECT_MAX_PATCH, cpu.CHUNK_ROWS
-    cpu.DIRECT_MAX_PATCH, cpu.CHUNK_ROWS = (10**6 if path == "direct" else 0), chunk_rows
+    saved = cpu.SHORT_PATCH, cpu.CHUNK_BYTES
+    cpu.SHORT_PATCH, cpu.CHUNK_BYTES = (10**6 if path == "im2col_taps" else 0), chunk_bytes
     try:
         out, cache = cpu.conv2d_forward(x, w, b, stride, pad)
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx, dw, db = cpu.conv2d_backward(dout, cache, need_dx)
     finally:
-        cpu.DIRECT_MAX_PATCH, cpu.CHUNK_ROWS = saved
+        cpu.SHORT_PATCH, cpu.CHUNK_BYTES = saved
     ref_out, ref_cache = reference.conv2d_forward(x, w, b, stride, pad)
     ref_dx, ref_dw, ref_db = reference.conv2d_backward(dout, ref_cache)
     tol = TOL if dtype == "f4" else 1e-12
@@ -90,6 +90,7 @@ def test_im2col_col2im_match_between_engines(engine, case):
     x = np.random.default_rng(seed).standard_normal((N, H, W, C))
     cols = FAST[engine].im2col(x, kh, kw, stride, pad)
     assert np.array_equal(cols, im2col.im2col(x, kh, kw, stride, pad))
+    assert np.array_equal(im2col.im2col_taps(x, kh, kw, stride, pad), cols.T)
     # col2im is the adjoint of im2col: <im2col(x), y> == <x, col2im(y)> for any y
     y = np.random.default_rng(seed + 1).standard_normal(cols.shape)
     lhs = np.sum(cols * y)
