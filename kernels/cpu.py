@@ -4,7 +4,8 @@ Same signatures and the same maths as ``reference.py`` and ``im2col.py``; what c
 once and how the loops run:
 
 * convolution runs im2col + GEMM on blocks of images small enough for ``cols`` to stay in the cache, and keeps
-  ``x`` rather than ``cols`` for the backward pass; first layers (1 or 3 channels) loop directly instead;
+  ``x`` rather than ``cols`` for the backward pass; short patches (1 or 3 channels) build ``cols`` tap by tap;
+* big outputs and gradients come from a pool of reused buffers (``buffers.py``), not fresh pages every step;
 
 * ``@njit`` compiles each loop nest to machine code (``cache=True`` keeps the compiled code on disk, so a second
   process does not compile again);
@@ -23,6 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import activations as act
+from . import buffers
 from . import im2col as gemm
 from .shapes import output_size
 
@@ -79,7 +81,7 @@ def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
     """cols: (N*Ho*Wo, kh*kw*C) -> dx: x_shape, each row added back onto its patch."""
     N, H, W, C = x_shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
-    dx = np.zeros(x_shape, dtype=cols.dtype)
+    dx = buffers.zeros(x_shape, cols.dtype)
     _col2im(np.ascontiguousarray(cols), kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx)
     return dx
 
@@ -125,7 +127,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     kh, kw, _, F = w.shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     P = Ho * Wo  # output pixels (GEMM rows) per image
-    out = np.empty((N, Ho, Wo, F), dtype=np.result_type(x.dtype, w.dtype))
+    out = buffers.empty((N, Ho, Wo, F), np.result_type(x.dtype, w.dtype))
     w2, rows = w.reshape(-1, F), out.reshape(N * P, F)
     for s, e in _blocks(N, P, kh * kw * C * x.itemsize):
         block = rows[s * P : e * P]
@@ -179,7 +181,7 @@ def _conv_dx(dout, w, x_shape, stride, pad):
         return conv2d_forward(dout, w_rot, None, (1, 1), full)[0]
     P = Ho * Wo
     d2, w2t = dout.reshape(N * P, F), w.reshape(-1, F).T
-    dx = np.zeros(x_shape, dout.dtype)
+    dx = buffers.zeros(x_shape, dout.dtype)
     for s, e in _blocks(N, P, kh * kw * x_shape[3] * dout.itemsize):
         _col2im(d2[s * P : e * P] @ w2t, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx[s:e])
     return dx
@@ -253,8 +255,8 @@ def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
     """x: (N, H, W, C) -> out: (N, Ho, Wo, C); the winner of each window is recorded once, as a flat index."""
     N, H, W, C = x.shape
     Ho, Wo = output_size(H, W, pool[0], pool[1], stride, pad)
-    out = np.empty((N, Ho, Wo, C), dtype=x.dtype)
-    argmax = np.empty((N, Ho, Wo, C), dtype=np.int32)
+    out = buffers.empty((N, Ho, Wo, C), x.dtype)
+    argmax = buffers.empty((N, Ho, Wo, C), np.int32)
     if tuple(pool) == (2, 2) and tuple(stride) == (2, 2) and not any(pad):
         _maxpool2x2_forward(np.ascontiguousarray(x), out, argmax)
     else:
@@ -265,7 +267,7 @@ def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
 def maxpool2d_backward(dout, cache):
     """dout: (N, Ho, Wo, C) -> dx: (N, H, W, C)"""
     x_shape, argmax = cache
-    dx = np.empty(x_shape, dtype=dout.dtype)
+    dx = buffers.empty(x_shape, dout.dtype)
     _maxpool_backward(np.ascontiguousarray(dout), argmax, dx)
     return dx
 
@@ -308,7 +310,7 @@ def avgpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
     """x: (N, H, W, C) -> out: (N, Ho, Wo, C), the mean of the real (unpadded) inputs of each window."""
     N, H, W, C = x.shape
     Ho, Wo = output_size(H, W, pool[0], pool[1], stride, pad)
-    out = np.empty((N, Ho, Wo, C), dtype=x.dtype)
+    out = buffers.empty((N, Ho, Wo, C), x.dtype)
     _avgpool_forward(np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], pad[0], pad[2], out)
     return out, (x.shape, pool, stride, pad)
 
@@ -316,7 +318,7 @@ def avgpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
 def avgpool2d_backward(dout, cache):
     """dout: (N, Ho, Wo, C) -> dx: (N, H, W, C)"""
     x_shape, pool, stride, pad = cache
-    dx = np.zeros(x_shape, dtype=dout.dtype)
+    dx = buffers.zeros(x_shape, dout.dtype)
     _avgpool_backward(np.ascontiguousarray(dout), pool[0], pool[1], stride[0], stride[1], pad[0], pad[2], dx)
     return dx
 
@@ -339,7 +341,7 @@ def activation_forward(name, x, overwrite_x=False):
     place when ``overwrite_x``."""
     if name != "relu" or not x.flags.c_contiguous:
         return act.activation_forward(name, x, overwrite_x)
-    y = x if overwrite_x else np.empty_like(x)
+    y = x if overwrite_x else buffers.empty(x.shape, x.dtype)
     _relu_forward(x.reshape(-1), y.reshape(-1))
     return y, y
 
@@ -348,7 +350,7 @@ def activation_backward(name, dout, cache):
     """As ``activations.activation_backward``; ReLU in one compiled pass: dx = dout where y > 0, else 0."""
     if name != "relu" or not (dout.flags.c_contiguous and cache.flags.c_contiguous) or dout.dtype != cache.dtype:
         return act.activation_backward(name, dout, cache)
-    dx = np.empty_like(dout)
+    dx = buffers.empty(dout.shape, dout.dtype)
     _relu_backward(dout.reshape(-1), cache.reshape(-1), dx.reshape(-1))
     return dx
 
