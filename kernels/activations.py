@@ -1,9 +1,10 @@
 """Element-wise activations, forward and backward side by side.
 
 ``activation_forward(name, x, overwrite_x=False) -> (y, cache)`` and
-``activation_backward(name, dout, cache) -> dx``, for ``name`` in ``linear, relu, sigmoid, tanh, softmax,
-leaky_relu``. Each derivative is written under its function, in terms of what the forward pass already computed
-(usually ``y``), so nothing is recomputed.
+``activation_backward(name, dout, cache, overwrite_dout=False) -> dx``, for ``name`` in ``linear, relu, sigmoid,
+tanh, softmax, leaky_relu``. Each derivative is written under its function, in terms of what the forward pass
+already computed (usually ``y``), so nothing is recomputed. The ``overwrite_*`` flags let ReLU work in place for
+a caller that owns the array (a layer inside a model).
 """
 
 from __future__ import annotations
@@ -51,12 +52,13 @@ def activation_forward(name: str, x, overwrite_x: bool = False):
     raise ValueError(f"unknown activation {name!r}")
 
 
-def activation_backward(name: str, dout, cache):
-    """dx = dout * f'(x), from the cache of ``activation_forward``."""
+def activation_backward(name: str, dout, cache, overwrite_dout: bool = False):
+    """dx = dout * f'(x), from the cache of ``activation_forward``. ``overwrite_dout=True`` allows writing dx over
+    ``dout`` (ReLU does), for a caller that owns it."""
     if name == "linear":
         return dout
     if name == "relu":
-        return dout * (cache > 0)
+        return np.multiply(dout, cache > 0, out=dout if overwrite_dout else None)
     if name == "sigmoid":
         return dout * cache * (1 - cache)
     if name == "tanh":

@@ -25,7 +25,7 @@ import numpy as np
 
 MIN_BYTES = 256 << 10  # smaller arrays come from malloc's own free lists without page faults
 MAX_POOL_BYTES = 1 << 30
-_pool: dict[int, list[np.ndarray]] = {}  # nbytes -> buffers (flat uint8 arrays)
+_pool: list[np.ndarray] = []  # buffers (flat uint8 arrays), smallest first
 _lock = threading.Lock()  # two threads must not both find the same buffer free
 
 
@@ -34,27 +34,27 @@ def _refcount(buf: np.ndarray) -> int:
 
 
 def empty(shape, dtype) -> np.ndarray:
-    """Like ``np.empty``: an uninitialised array, from a free pooled buffer of exactly its size when there is one."""
+    """Like ``np.empty``: an uninitialised array, on the smallest free pooled buffer that fits it (and is no more
+    than twice its size, so that a small array does not hold a big buffer), else on a new pooled buffer."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes < MIN_BYTES or not ENABLED:
         return np.empty(shape, dtype)
     with _lock:
-        bufs = _pool.setdefault(nbytes, [])
-        for buf in bufs:
+        for buf in _pool:
             # The pool's list, this loop's variable and the call's arguments hold ``buf``; anything more is an
             # array or a view that somebody still holds.
-            if _refcount(buf) <= _FREE_REFCOUNT:
-                return buf.view(dtype).reshape(shape)
-        if pooled_bytes() + nbytes > MAX_POOL_BYTES:  # e.g. many batch sizes: drop the free buffers of other sizes
-            for others in _pool.values():
-                busy = []
-                for buf in others:
-                    if _refcount(buf) > _FREE_REFCOUNT:
-                        busy.append(buf)
-                others[:] = busy
+            if nbytes <= buf.size <= 2 * nbytes and _refcount(buf) <= _FREE_REFCOUNT:
+                return buf[:nbytes].view(dtype).reshape(shape)
+        if pooled_bytes() + nbytes > MAX_POOL_BYTES:  # e.g. many batch sizes: forget the free buffers
+            busy = []
+            for buf in _pool:
+                if _refcount(buf) > _FREE_REFCOUNT:
+                    busy.append(buf)
+            _pool[:] = busy
         buf = np.empty(nbytes, np.uint8)
-        bufs.append(buf)
+        _pool.append(buf)
+        _pool.sort(key=len)
         return buf.view(dtype).reshape(shape)
 
 
@@ -72,7 +72,7 @@ def clear() -> None:
 
 
 def pooled_bytes() -> int:
-    return sum(nbytes * len(bufs) for nbytes, bufs in _pool.items())
+    return sum(buf.size for buf in _pool)
 
 
 def _calibrate() -> int:

@@ -111,10 +111,14 @@ SHORT_PATCH = 32
 
 
 def _cols(x, kh, kw, stride, pad):
-    """cols (rows, kh*kw*C) of a block of images: im2col, or the transposed view of im2col_taps for short patches."""
-    if kh * kw * x.shape[3] <= SHORT_PATCH:
-        return gemm.im2col_taps(x, kh, kw, stride, pad).T
-    return im2col(x, kh, kw, stride, pad)
+    """cols (rows, kh*kw*C) of a block of images, in a pooled buffer: im2col, or for short patches the transposed
+    view of im2col_taps."""
+    N, H, W, C = x.shape
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    buf = buffers.empty((N * Ho * Wo * kh * kw * C,), x.dtype)
+    if kh * kw * C <= SHORT_PATCH:
+        return gemm.im2col_taps(x, kh, kw, stride, pad, out=buf).T
+    return im2col(x, kh, kw, stride, pad, out=buf)
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
@@ -183,7 +187,9 @@ def _conv_dx(dout, w, x_shape, stride, pad):
     d2, w2t = dout.reshape(N * P, F), w.reshape(-1, F).T
     dx = buffers.zeros(x_shape, dout.dtype)
     for s, e in _blocks(N, P, kh * kw * x_shape[3] * dout.itemsize):
-        _col2im(d2[s * P : e * P] @ w2t, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx[s:e])
+        d = d2[s * P : e * P]
+        dcols = np.matmul(d, w2t, out=buffers.empty((len(d), w2t.shape[1]), dout.dtype))
+        _col2im(dcols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx[s:e])
     return dx
 
 
@@ -346,11 +352,12 @@ def activation_forward(name, x, overwrite_x=False):
     return y, y
 
 
-def activation_backward(name, dout, cache):
-    """As ``activations.activation_backward``; ReLU in one compiled pass: dx = dout where y > 0, else 0."""
+def activation_backward(name, dout, cache, overwrite_dout=False):
+    """As ``activations.activation_backward``; ReLU in one compiled pass: dx = dout where y > 0, else 0 (written
+    over ``dout`` when ``overwrite_dout``)."""
     if name != "relu" or not (dout.flags.c_contiguous and cache.flags.c_contiguous) or dout.dtype != cache.dtype:
-        return act.activation_backward(name, dout, cache)
-    dx = buffers.empty(dout.shape, dout.dtype)
+        return act.activation_backward(name, dout, cache, overwrite_dout)
+    dx = dout if overwrite_dout else buffers.empty(dout.shape, dout.dtype)
     _relu_backward(dout.reshape(-1), cache.reshape(-1), dx.reshape(-1))
     return dx
 

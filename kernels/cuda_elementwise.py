@@ -180,11 +180,12 @@ def activation_forward(name: str, x, overwrite_x: bool = False):
     return y, (x if name == "leaky_relu" else y)
 
 
-def activation_backward(name: str, dout, cache):
-    """dx = dout * f'(x), from the cache of ``activation_forward``."""
+def activation_backward(name: str, dout, cache, overwrite_dout: bool = False):
+    """dx = dout * f'(x), from the cache of ``activation_forward``; ReLU writes over ``dout`` if ``overwrite_dout``."""
     if name == "linear":
         return dout
-    dx = cuda.device_array(dout.shape, dtype=np.float32)
+    inplace = overwrite_dout and name == "relu"
+    dx = dout if inplace else cuda.device_array(dout.shape, dtype=np.float32)
     if name == "softmax":
         d2 = _rows(dout)
         softmax_backward_rows_kernel[grid_1d(d2.shape[0])](d2, _rows(cache), _rows(dx))

@@ -37,11 +37,11 @@ __all__ = [
 ]
 
 
-def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
+def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0), out=None):
     """Patches of ``x`` as rows.   x: (N, H, W, C) -> cols: (N*Ho*Wo, kh*kw*C)
 
     A strided *view* (N, Ho, Wo, kh, kw, C) of the padded input points at every patch without copying;
-    the reshape to 2-D is where the copy happens.
+    the reshape to 2-D is where the copy happens (into ``out`` if given: a C-contiguous array of cols's size).
     """
     N, H, W, C = x.shape
     sh, sw = stride
@@ -49,21 +49,24 @@ def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
     xp = np.ascontiguousarray(pad_images(x, pad))
     sN, sH, sW, sC = xp.strides
     patches = as_strided(xp, (N, Ho, Wo, kh, kw, C), (sN, sH * sh, sW * sw, sH, sW, sC), writeable=False)
-    return patches.reshape(N * Ho * Wo, kh * kw * C)
+    if out is None:
+        return patches.reshape(N * Ho * Wo, kh * kw * C)
+    np.copyto(out.reshape(patches.shape), patches)
+    return out.reshape(N * Ho * Wo, kh * kw * C)
 
 
-def im2col_taps(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
+def im2col_taps(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0), out=None):
     """The transpose of im2col, built one kernel tap at a time.   x: (N, H, W, C) -> (kh*kw*C, N*Ho*Wo)
 
     Row (p, q, c) holds what tap (p, q) of channel c sees at every output position: one strided slice of the
     padded input. So this is kh*kw*C big copies, where im2col makes N*Ho*Wo*kh*kw small ones (of C numbers each):
-    the better way when C is 1 or 3.
+    the better way when C is 1 or 3. ``out``: where to write it, as for ``im2col``.
     """
     N, H, W, C = x.shape
     sh, sw = stride
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     xp = pad_images(x, pad)
-    taps = np.empty((kh, kw, C, N, Ho, Wo), dtype=x.dtype)
+    taps = np.empty((kh, kw, C, N, Ho, Wo), dtype=x.dtype) if out is None else out.reshape(kh, kw, C, N, Ho, Wo)
     for p in range(kh):
         for q in range(kw):
             taps[p, q] = xp[:, p : p + sh * Ho : sh, q : q + sw * Wo : sw, :].transpose(3, 0, 1, 2)

@@ -98,6 +98,7 @@ class Sequential:
         first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         for i, layer in enumerate(self.layers):
             layer.need_input_gradient = i > first
+            layer.may_overwrite_dout = True  # each dout comes from the loss or the layer above, for this step only
         self._first_trainable = first
 
     def _build_layer(self, layer: Layer, shape: tuple) -> None:
@@ -159,6 +160,8 @@ class Sequential:
 
     # ------------------------------------------------------------------------------------------------ one step
     def _forward(self, x, training: bool):
+        for layer in self.layers:  # the last pass's activations: free them before this pass allocates its own
+            layer.cache = None
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x

@@ -212,3 +212,34 @@ def test_activation_forward_overwrites_only_when_allowed(backend):
     assert x.tolist() == [[-1.0, 2.0, -3.0]] and y.tolist() == [[0.0, 2.0, 0.0]]
     y, _ = act("relu", x, overwrite_x=True)
     assert y is x and x.tolist() == [[0.0, 2.0, 0.0]]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_relu_backward_writes_over_dout_only_inside_a_model(backend):
+    from minicnn.backend import get_backend
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 6, 6, 2)).astype(np.float32)
+    conv = layers.Conv2D(3, 3, activation="relu", input_shape=(6, 6, 2))
+    conv.build((6, 6, 2), np.random.default_rng(1))
+    conv.backend = get_backend(backend)
+    y = conv.forward(x)
+    dout = rng.standard_normal(y.shape).astype(np.float32)
+    keep = dout.copy()
+    dx_by_hand = conv.backward(dout)
+    assert np.array_equal(dout, keep)  # a layer called by hand leaves its caller's dout alone
+    grads_by_hand = {k: g.copy() for k, g in conv.grads.items()}
+    conv.may_overwrite_dout = True  # what a model sets: it owns the gradients it passes down
+    conv.forward(x)
+    dx_in_model = conv.backward(dout)
+    assert np.array_equal(dx_in_model, dx_by_hand)
+    assert all(np.array_equal(conv.grads[k], grads_by_hand[k]) for k in grads_by_hand)
+    assert np.array_equal(dout, keep * (y > 0))  # dL/dz, written in place
+
+
+def test_a_model_lets_its_layers_overwrite_gradients():
+    import minicnn
+
+    model = minicnn.Sequential([layers.Input((6, 6, 1)), layers.Conv2D(2, 3, activation="relu"), layers.Flatten()])
+    assert all(layer.may_overwrite_dout for layer in model.layers)
+    assert not layers.Dense(3).may_overwrite_dout

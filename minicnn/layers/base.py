@@ -55,6 +55,9 @@ class Layer:
         self.backend = get_backend()
         # False for the first layer with weights in a model: the gradient w.r.t. the images is never used.
         self.need_input_gradient = True
+        # True inside a model, which owns the gradients it passes down: backward may then write over ``dout``
+        # (ReLU does). A layer called by hand leaves its caller's ``dout`` alone.
+        self.may_overwrite_dout = False
 
     # ------------------------------------------------------------------------------------------------ building
     def build(self, input_shape: tuple, rng: np.random.Generator | None = None) -> None:
@@ -172,7 +175,9 @@ class LinearActivationLayer(Layer):
     def activation_backward(self, dout, skip_activation: bool):
         """dL/dz from dL/dy, and the linear kernel's cache. ``skip_activation``: dout already is dL/dz."""
         linear_cache, act_cache, _ = self.cache
-        dz = dout if skip_activation else self.backend.activation_backward(self.activation, dout, act_cache)
+        if skip_activation:
+            return dout, linear_cache
+        dz = self.backend.activation_backward(self.activation, dout, act_cache, overwrite_dout=self.may_overwrite_dout)
         return dz, linear_cache
 
     def store_grads(self, dw, db) -> None:
