@@ -2,7 +2,7 @@
 
 For each layer of S, R and C, at that model's batch size, the same random arrays go to:
 
-* ``minicnn``: the default CPU kernels, ``minicnn.kernels.cpu`` (NumPy im2col, Numba col2im and pooling, BLAS GEMMs);
+* ``minicnn``: the default CPU kernels, ``minicnn.kernels.cpu`` (blocked im2col + BLAS, Numba col2im and pooling);
 * ``numpy``: ``minicnn.kernels.im2col`` (NumPy strided-view im2col + BLAS);
 * ``torch`` and ``torch_cl``: PyTorch's own CPU kernels (``aten`` ops, no autograd bookkeeping), on NCHW and on
   channels-last memory; the table shows the faster of the two and says which;
