@@ -6,7 +6,6 @@ once and how the loops run:
 * convolution runs im2col + GEMM on blocks of images small enough for ``cols`` to stay in the cache, and keeps
   ``x`` rather than ``cols`` for the backward pass; short patches (1 or 3 channels) build ``cols`` tap by tap;
 * big outputs and gradients come from a pool of reused buffers (``buffers.py``), not fresh pages every step;
-
 * ``@njit`` compiles each loop nest to machine code (``cache=True`` keeps the compiled code on disk, so a second
   process does not compile again);
 * ``prange`` marks the outermost loop that may be split over the cores: each iteration writes its own rows

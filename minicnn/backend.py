@@ -2,15 +2,15 @@
 
 A backend is a plain namespace of functions with the signatures of ``minicnn.kernels.reference``:
 
-==========================================================  ==========================================================
-``conv2d_forward(x, w, b, stride, pad) -> out, cache``     ``conv2d_backward(dout, cache) -> dx, dw, db``
-``maxpool2d_forward(x, pool, stride, pad) -> out, cache``  ``maxpool2d_backward(dout, cache) -> dx``
-``avgpool2d_forward(...)`` / ``avgpool2d_backward(...)``   same as max pooling
-``dense_forward(x, w, b) -> out, cache``                   ``dense_backward(dout, cache) -> dx, dw, db``
+==========================================================  ============================================================
+``conv2d_forward(x, w, b, stride, pad) -> out, cache``      ``conv2d_backward(dout, cache) -> dx, dw, db``
+``maxpool2d_forward(x, pool, stride, pad) -> out, cache``   ``maxpool2d_backward(dout, cache) -> dx``
+``avgpool2d_forward(...)`` / ``avgpool2d_backward(...)``    same as max pooling
+``dense_forward(x, w, b) -> out, cache``                    ``dense_backward(dout, cache) -> dx, dw, db``
 ``activation_forward(name, x[, overwrite_x]) -> y, cache``  ``activation_backward(name, dout, cache[, overwrite_dout])``
-``dropout_forward(x, rate, rng) -> y, mask``               ``dropout_backward(dout, mask) -> dx``
-``asarray(x, dtype)`` / ``to_numpy(a)`` / ``zeros(shape, dtype)``   moving arrays to and from the device
-==========================================================  ==========================================================
+``dropout_forward(x, rate, rng) -> y, mask``                ``dropout_backward(dout, mask) -> dx``
+``asarray(x, dtype)``, ``to_numpy(a)``, ``zeros``           moving arrays to and from the device
+==========================================================  ============================================================
 
 plus the losses and optimizer updates of ``kernels.losses`` and ``kernels.updates``. Layers, losses and optimizers
 call only these, so the same layer code runs on every backend; only the ``cuda`` backend needs ``numba-cuda``.

@@ -25,6 +25,8 @@ def profile(model, x, y, batch_size: int = 32, steps: int = 10, print_fn=print) 
     loss_t, opt_t, step_t = np.zeros(steps), np.zeros(steps), np.zeros(steps)
     for s in range(-1, steps):  # s = -1: warm-up, not recorded
         t_step = time.perf_counter()
+        for layer in model.layers:  # as Sequential._forward: the last pass's activations go first
+            layer.cache = None
         out = xb
         for i, layer in enumerate(model.layers):
             t = time.perf_counter()
