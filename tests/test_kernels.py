@@ -19,7 +19,7 @@ def conv_case(draw):
     sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     padding = draw(st.sampled_from(["valid", "same"]))
     H, W = draw(st.integers(kh, kh + 6)), draw(st.integers(kw, kw + 6))
-    N, C, F = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    N, C, F = draw(st.integers(1, 3)), draw(st.integers(1, 10)), draw(st.integers(1, 4))  # C >= 8: another dx path
     seed = draw(st.integers(0, 2**31 - 1))
     return N, H, W, C, F, kh, kw, (sh, sw), padding_amounts(H, W, kh, kw, (sh, sw), padding), seed
 
@@ -80,6 +80,20 @@ def test_numba_conv_paths_match_reference(path, case, chunk_bytes, need_dx, dtyp
         assert dx.dtype == np.dtype(dtype) and relative_error(dx, ref_dx) < tol
     else:
         assert dx is None
+
+
+@pytest.mark.parametrize("C, k", [(8, 3), (12, 5), (9, 2)])
+def test_numba_dx_as_a_convolution_matches_reference(C, k):
+    # At stride 1 with 'same' padding and C >= 8 the engine computes dx as a convolution of dout with the rotated
+    # kernel (no col2im); k = 2 pads unevenly, (0, 1, 0, 1).
+    rng = np.random.default_rng(C)
+    x = rng.standard_normal((2, 7, 6, C))
+    w = rng.standard_normal((k, k, C, 5))
+    pad = padding_amounts(7, 6, k, k, (1, 1), "same")
+    out, cache = cpu.conv2d_forward(x, w, None, (1, 1), pad)
+    dout = rng.standard_normal(out.shape)
+    ref_out, ref_cache = reference.conv2d_forward(x, w, None, (1, 1), pad)
+    assert relative_error(cpu.conv2d_backward(dout, cache)[0], reference.conv2d_backward(dout, ref_cache)[0]) < 1e-12
 
 
 @pytest.mark.parametrize("engine", FAST)
