@@ -93,6 +93,7 @@ def test_numba_dx_as_a_convolution_matches_reference(C, k):
     out, cache = cpu.conv2d_forward(x, w, None, (1, 1), pad)
     dout = rng.standard_normal(out.shape)
     ref_out, ref_cache = reference.conv2d_forward(x, w, None, (1, 1), pad)
+    assert relative_error(out, ref_out) < 1e-12
     assert relative_error(cpu.conv2d_backward(dout, cache)[0], reference.conv2d_backward(dout, ref_cache)[0]) < 1e-12
 
 
