@@ -475,11 +475,11 @@ def lesson_02() -> list[dict]:
             print(f"{name:<10}", {k: f"{e:.1e}" for k, e in errors.items()})
         """),
         md(r"""
-        At stride 1 there is a second way to read `dx`, and the CPU engine uses it for `'same'` layers: every input
-        pixel received `w[p, q]` times the outputs around it, so `dx` is itself a convolution, of `dout` (padded by
-        `k - 1 - pad` on each side) with the kernel rotated by 180 degrees and its input and output channels
-        swapped. It runs through the same im2col + GEMM as the forward pass, with no overlapping adds. Check it
-        against the loop twin:
+        At stride 1 there is a second way to read `dx`, and the CPU engine uses it for `'same'` layers with 8 or more
+        input channels: every input pixel received `w[p, q]` times the outputs around it, so `dx` is itself a
+        convolution, of `dout` (padded by `k - 1 - pad` on each side) with the kernel rotated by 180 degrees and its
+        input and output channels swapped. It runs through the same im2col + GEMM as the forward pass, with no
+        overlapping adds. Check it against the loop twin:
         """),
         code("""
         x = rng.standard_normal((2, 6, 6, 3))
