@@ -91,10 +91,10 @@ def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
     return dxp[:, pt : pt + H, pl : pl + W, :]
 
 
-def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), im2col=im2col):
+def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache
 
-    ``im2col`` is a parameter so that the Numba engine (``cpu.py``) reuses this function with its own.
+    The whole batch in one im2col and one GEMM; ``cpu.py`` does the same in cache-sized blocks of images.
     """
     N, H, W, C = x.shape
     kh, kw, _, F = w.shape
@@ -106,7 +106,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), im2col=im2col):
     return out.reshape(N, Ho, Wo, F), (x.shape, w, cols, stride, pad)
 
 
-def conv2d_backward(dout, cache, need_dx=True, col2im=col2im):
+def conv2d_backward(dout, cache, need_dx=True):
     """dout: (N, Ho, Wo, F) -> dx: (N, H, W, C), dw: (kh, kw, C, F), db: (F,)
 
     ``need_dx=False`` (the first layer: nobody needs the gradient of the images) returns ``dx = None`` and saves
