@@ -4,6 +4,7 @@
 concept, each a short read:
 
 * ``cuda_launch``      how many blocks of how many threads (grid-stride loops), and the simulator's settings;
+* ``cuda_memory``      a caching allocator: device memory released by one step is reused by the next;
 * ``cuda_gemm``        a tiled, register-blocked SGEMM, for ``A @ B``, ``A @ B^T`` and ``A^T @ B``, with split-K;
 * ``cuda_conv``        im2col / col2im, and convolution and dense layers as GEMMs;
 * ``cuda_pool``        max and average pooling, forward and backward (gather, no atomics);
@@ -70,7 +71,9 @@ def make_backend() -> types.SimpleNamespace:
     # A tiny batch launches a tiny grid on purpose; numba would warn about occupancy at every such launch.
     config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
-    from . import cuda_conv, cuda_elementwise, cuda_losses, cuda_pool, cuda_updates
+    from . import cuda_conv, cuda_elementwise, cuda_losses, cuda_memory, cuda_pool, cuda_updates
+
+    cuda_memory.install()  # reuse device memory (before the first CUDA context exists; see cuda_memory.py)
 
     kernels = {
         "conv2d_forward": cuda_conv.conv2d_forward,
