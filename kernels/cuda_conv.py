@@ -20,55 +20,89 @@ import numpy as np
 from numba import cuda, float32
 
 from .cuda_gemm import gemm
-from .cuda_launch import grid_1d
+from .cuda_launch import BLOCK_2D, MAX_BLOCKS, NONNEG, cdiv
 from .cuda_reduce import column_sums
 from .shapes import output_size
 
 
 @cuda.jit
 def im2col_kernel(x, kh, kw, sh, sw, pt, pl, Ho, Wo, cols):
-    """One thread per element of ``cols`` (grid-stride). Consecutive threads take consecutive columns, i.e.
-    consecutive channels of one pixel: neighbouring reads of ``x`` and neighbouring writes of ``cols``.
-    Padding is never stored: an index that falls in it reads as 0."""
+    """Block (TX, TY), grid (cdiv(kh*kw*C, TX), G). Thread ``x`` of the grid owns one column of ``cols``, an offset
+    (p, q, c) within the patch, decoded once; thread ``y`` walks image rows (n, i), grid-stride, and along each
+    row the ``Wo`` outputs j. Consecutive threads take consecutive columns, i.e. consecutive channels: neighbouring
+    reads of ``x`` and neighbouring writes of ``cols``. Integer division is slow on a GPU (and 64-bit here), so it
+    is done once per column and once per row, never per element. Padding is never stored: it reads as 0."""
     N, H, W, C = x.shape
+    patch = cols.shape[1]
+    col = (cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x) & NONNEG
+    if col >= patch:
+        return
     kwc = kw * C
-    patch = kh * kwc
-    for e in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
-        row, col = e // patch, e % patch
-        n, ij = row // (Ho * Wo), row % (Ho * Wo)
-        i, j = ij // Wo, ij % Wo
-        p, qc = col // kwc, col % kwc
-        q, c = qc // C, qc % C
-        r, s = i * sh + p - pt, j * sw + q - pl
-        v = float32(0)
-        if r >= 0 and r < H and s >= 0 and s < W:
-            v = x[n, r, s, c]
-        cols[row, col] = v
+    p, qc = col // kwc, col % kwc
+    q, c = qc // C, qc % C
+    start = (cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y) & NONNEG
+    for ni in range(start, N * Ho, cuda.gridDim.y * cuda.blockDim.y):
+        n, i = ni // Ho, ni % Ho
+        r = i * sh + p - pt
+        row = ni * Wo
+        s = q - pl
+        inside = r >= 0 and r < H
+        for j in range(Wo):
+            v = float32(0)
+            if inside and s >= 0 and s < W:
+                v = x[n, r, s, c]
+            cols[row + j, col] = v
+            s += sw
 
 
 @cuda.jit
 def col2im_kernel(cols, kh, kw, sh, sw, pt, pl, Ho, Wo, dx):
-    """One thread per element of ``dx`` (grid-stride), *gathering* from every patch that covers it: pixel ``h``
-    sits at offset ``p`` of the patch of output row ``i`` when ``i*sh + p - pt == h``. Each thread writes only
-    its own element, so overlapping patches need no atomics and the sum is always taken in the same order."""
+    """Block (TX, TY), grid (cdiv(W*C, TX), G). Thread ``x`` owns one position (w, c) along an image row, thread
+    ``y`` walks the image rows (n, h), grid-stride; each thread *gathers* from every patch that covers its pixel:
+    pixel ``h`` sits at offset ``p`` of the patch of output row ``i`` when ``i*sh + p - pt == h``. Each thread
+    writes only its own elements, so overlapping patches need no atomics and the sum is always taken in the same
+    order. At stride 1 (most layers) no division is needed at all."""
     N, H, W, C = dx.shape
-    for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        c, t = e % C, e // C
-        w, t = t % W, t // W
-        h, n = t % H, t // H
+    wc = (cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x) & NONNEG
+    if wc >= W * C:
+        return
+    w, c = wc // C, wc % C
+    start = (cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y) & NONNEG
+    for nh in range(start, N * H, cuda.gridDim.y * cuda.blockDim.y):
+        n, h = nh // H, nh % H
         total = float32(0)
         for p in range(kh):
-            a = h + pt - p
-            if a < 0 or a % sh != 0 or a // sh >= Ho:
+            a = h + pt - p  # = i * sh, if output row i covers h at offset p
+            if a < 0:
+                break  # a only decreases with p
+            i = a
+            if sh != 1:
+                if a % sh != 0:
+                    continue
+                i = a // sh
+            if i >= Ho:
                 continue
-            i = a // sh
             for q in range(kw):
                 b = w + pl - q
-                if b < 0 or b % sw != 0 or b // sw >= Wo:
-                    continue
-                j = b // sw
-                total += cols[(n * Ho + i) * Wo + j, (p * kw + q) * C + c]
+                if b < 0:
+                    break
+                j = b
+                if sw != 1:
+                    if b % sw != 0:
+                        continue
+                    j = b // sw
+                if j < Wo:
+                    total += cols[(n * Ho + i) * Wo + j, (p * kw + q) * C + c]
         dx[n, h, w, c] = total
+
+
+def _grid_2d(columns: int, rows: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(grid, block)`` for the kernels above: enough blocks across the columns, and down the rows as many as
+    keep the whole grid under ``MAX_BLOCKS`` (the row loop covers the rest)."""
+    tx, ty = BLOCK_2D
+    gx = cdiv(columns, tx)
+    gy = max(1, min(cdiv(rows, ty), MAX_BLOCKS // gx))
+    return (gx, gy), (tx, ty)
 
 
 def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
@@ -76,7 +110,7 @@ def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
     N, H, W, C = x.shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     cols = cuda.device_array((N * Ho * Wo, kh * kw * C), dtype=np.float32)
-    im2col_kernel[grid_1d(cols.size)](x, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, cols)
+    im2col_kernel[_grid_2d(cols.shape[1], N * Ho)](x, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, cols)
     return cols
 
 
@@ -85,7 +119,7 @@ def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
     N, H, W, C = x_shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     dx = cuda.device_array(tuple(x_shape), dtype=np.float32)
-    col2im_kernel[grid_1d(dx.size)](cols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx)
+    col2im_kernel[_grid_2d(W * C, N * H)](cols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx)
     return dx
 
 

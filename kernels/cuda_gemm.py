@@ -22,6 +22,12 @@ How the work is cut (Volkov & Demmel, 2008, and every tutorial SGEMM since):
   (coalesced stores).
 * Shared tiles are stored k-major (``As[k, m]``) with ``SKEW`` spare columns: the copy of an untransposed A then
   scatters a warp over 32 different banks instead of four.
+* **Prefetching**: the global loads of the next slabs are issued into registers before the block multiplies the
+  current ones, so their latency hides behind arithmetic.
+* **Index hints**: numba wraps negative indices around (``a[-1]``), which costs a compare and a select per
+  access unless the compiler can prove the index non-negative. ``threadIdx.x & NONNEG`` proves it for the
+  thread and block indices, and everything built from them; the inner loop then addresses shared memory with
+  constant offsets.
 * Slabs that hang over the edge of A or B are filled with zeros, which add nothing; outputs past the edge of C
   are not written. Any M, N, K works.
 * **Split-K**: when C has too few tiles to fill the GPU (``dw = cols^T @ dout`` is 288 x 64, with K = 200 000),
@@ -37,7 +43,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda, float32
 
-from .cuda_launch import SIMULATOR, cdiv, grid_1d, sm_count
+from .cuda_launch import NONNEG, SIMULATOR, cdiv, grid_1d, sm_count
 
 SKEW = 4
 
@@ -63,10 +69,11 @@ MIN_SPLIT_CHUNK = 16 if SIMULATOR else 256  # fewest k per split-K chunk: below 
 
 
 def choose_tile(M: int, N: int) -> Tile:
-    """The big tile when C is big enough to give every SM one; otherwise the small one."""
+    """The big tile when both sides of C are at least its size (split-K then fills the GPU if C has few tiles);
+    otherwise the small one."""
     if SIMULATOR:
         return SIMULATED
-    if min(M, N) >= LARGE.bm and cdiv(M, LARGE.bm) * cdiv(N, LARGE.bn) >= sm_count():
+    if min(M, N) >= LARGE.bm:
         return LARGE
     return SMALL
 
@@ -80,67 +87,101 @@ def choose_split_k(M: int, N: int, K: int, tile: Tile) -> int:
 @functools.cache
 def sgemm_kernel(tile: Tile, trans_a: bool, trans_b: bool, with_bias: bool):
     """Compile-time specialisation: tile sizes, transposes and the bias are constants of the kernel, so loops
-    over ``TM``, ``TN`` and ``BK`` unroll and the accumulators live in registers."""
+    over ``TM``, ``TN`` and the loads unroll and the accumulators live in registers.
+
+    The loads are *prefetched*: while the block multiplies the slabs in shared memory, each thread already has
+    the global loads of the next slabs in flight, into registers (``a_next``, ``b_next``), and stores them to
+    shared memory only after the next ``syncthreads``. Global memory's latency hides behind the arithmetic."""
     BM, BN, BK, TM, TN = tile
     RS, CS = BM // TM, BN // TN  # threads down a column / along a row of the block
     THREADS = RS * CS
     A_COLS, B_COLS = BM + SKEW, BN + SKEW  # shared-array shapes must be constants of the kernel
+    A_SIZE, B_SIZE = BK * A_COLS, BK * B_COLS
+    A_LOADS, B_LOADS = cdiv(BM * BK, THREADS), cdiv(BN * BK, THREADS)  # slab elements per thread
+
+    @cuda.jit(device=True, inline=True)
+    def load_slabs(a, b, M, N, m0, n0, k0, k_end, tid, a_next, b_next):
+        """Thread ``tid``'s elements of the slabs at ``k0`` into registers; consecutive threads read consecutive
+        addresses of the stored matrices; what lies past an edge reads as 0."""
+        for l in range(A_LOADS):
+            e = tid + l * THREADS
+            if trans_a:  # a is (K, M)
+                kk, mm = e // BM, e % BM
+            else:  # a is (M, K)
+                mm, kk = e // BK, e % BK
+            m, k = m0 + mm, k0 + kk
+            v = float32(0)
+            if e < BM * BK and m < M and k < k_end:
+                v = a[k, m] if trans_a else a[m, k]
+            a_next[l] = v
+        for l in range(B_LOADS):
+            e = tid + l * THREADS
+            if trans_b:  # b is (N, K)
+                nn, kk = e // BK, e % BK
+            else:  # b is (K, N)
+                kk, nn = e // BN, e % BN
+            n, k = n0 + nn, k0 + kk
+            v = float32(0)
+            if e < BN * BK and n < N and k < k_end:
+                v = b[n, k] if trans_b else b[k, n]
+            b_next[l] = v
 
     @cuda.jit
     def sgemm(a, b, bias, c, K, k_chunk):
         """Grid (cdiv(N, BN), cdiv(M, BM), S); block THREADS.   c: (S, M, N), part z of a split-K product."""
         M, N = c.shape[1], c.shape[2]
-        tid = cuda.threadIdx.x
+        # "& NONNEG" changes no value, but tells the compiler that these indices are never negative, so numba's
+        # wrap-around of negative (from-the-end) indices is compiled away from every load and store below.
+        tid = cuda.threadIdx.x & NONNEG
         tr, tc = tid // CS, tid % CS
-        m0, n0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
-        k_begin = cuda.blockIdx.z * k_chunk
+        m0, n0 = (cuda.blockIdx.y & NONNEG) * BM, (cuda.blockIdx.x & NONNEG) * BN
+        k_begin = (cuda.blockIdx.z & NONNEG) * k_chunk
         k_end = min(K, k_begin + k_chunk)
 
-        As = cuda.shared.array((BK, A_COLS), float32)
-        Bs = cuda.shared.array((BK, B_COLS), float32)
+        As = cuda.shared.array(A_SIZE, float32)  # As[kk * A_COLS + m]: k-major
+        Bs = cuda.shared.array(B_SIZE, float32)  # Bs[kk * B_COLS + n]
         acc = cuda.local.array((TM, TN), float32)
         a_reg = cuda.local.array(TM, float32)
         b_reg = cuda.local.array(TN, float32)
+        a_next = cuda.local.array(A_LOADS, float32)
+        b_next = cuda.local.array(B_LOADS, float32)
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = 0
 
+        load_slabs(a, b, M, N, m0, n0, k_begin, k_end, tid, a_next, b_next)
         for k0 in range(k_begin, k_end, BK):
-            # Copy the slabs; consecutive threads read consecutive addresses of the stored matrix.
-            for e in range(tid, BM * BK, THREADS):
-                if trans_a:  # a is (K, M)
-                    kk, mm = e // BM, e % BM
-                else:  # a is (M, K)
-                    mm, kk = e // BK, e % BK
-                m, k = m0 + mm, k0 + kk
-                v = float32(0)
-                if m < M and k < k_end:
-                    v = a[k, m] if trans_a else a[m, k]
-                As[kk, mm] = v
-            for e in range(tid, BN * BK, THREADS):
-                if trans_b:  # b is (N, K)
-                    nn, kk = e // BK, e % BK
-                else:  # b is (K, N)
-                    kk, nn = e // BN, e % BN
-                n, k = n0 + nn, k0 + kk
-                v = float32(0)
-                if n < N and k < k_end:
-                    v = b[n, k] if trans_b else b[k, n]
-                Bs[kk, nn] = v
+            for l in range(A_LOADS):  # registers -> shared memory, transposing A to k-major
+                e = tid + l * THREADS
+                if e < BM * BK:
+                    if trans_a:
+                        As[(e // BM) * A_COLS + e % BM] = a_next[l]
+                    else:
+                        As[(e % BK) * A_COLS + e // BK] = a_next[l]
+            for l in range(B_LOADS):
+                e = tid + l * THREADS
+                if e < BN * BK:
+                    if trans_b:
+                        Bs[(e % BK) * B_COLS + e // BK] = b_next[l]
+                    else:
+                        Bs[(e // BN) * B_COLS + e % BN] = b_next[l]
             cuda.syncthreads()
+            if k0 + BK < k_end:  # the next slabs' loads fly while this slab is multiplied
+                load_slabs(a, b, M, N, m0, n0, k0 + BK, k_end, tid, a_next, b_next)
 
             # The outer product of a column of As and a row of Bs, from registers.
             for kk in range(BK):
+                a_row, b_row = kk * A_COLS + tr, kk * B_COLS + tc
                 for i in range(TM):
-                    a_reg[i] = As[kk, tr + i * RS]
+                    a_reg[i] = As[a_row + i * RS]
                 for j in range(TN):
-                    b_reg[j] = Bs[kk, tc + j * CS]
+                    b_reg[j] = Bs[b_row + j * CS]
                 for i in range(TM):
                     for j in range(TN):
                         acc[i, j] += a_reg[i] * b_reg[j]
             cuda.syncthreads()  # nobody overwrites the slabs while a slower thread still reads them
 
-        z = cuda.blockIdx.z
+        z = cuda.blockIdx.z & NONNEG
         for i in range(TM):
             m = m0 + tr + i * RS
             for j in range(TN):

@@ -22,7 +22,12 @@ SIMULATOR = bool(config.ENABLE_CUDASIM)
 
 THREADS_PER_BLOCK = 16 if SIMULATOR else 256
 MAX_BLOCKS = 2 if SIMULATOR else 8192  # 8192 x 256 threads: several times what an H100 holds resident
-REDUCE_BLOCK = (8, 2) if SIMULATOR else (32, 8)  # (columns, rows) per block of a column reduction
+BLOCK_2D = (8, 2) if SIMULATOR else (32, 8)  # (columns, rows) per block of the kernels that walk rows
+REDUCE_BLOCK = BLOCK_2D  # of a column reduction
+
+# ``i & NONNEG == i`` for any block or thread index; written into a kernel, it tells the compiler that an index
+# built from them is never negative, so that numba's wrap-around for negative indices compiles away.
+NONNEG = 0x7FFFFFFF
 
 
 @functools.cache
