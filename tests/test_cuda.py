@@ -386,3 +386,121 @@ def test_kernels_compile_for_a_real_gpu(cu, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     if done.stdout.startswith("SKIP"):
         pytest.skip(done.stdout.strip())
+
+
+# ---------------------------------------------------------------------------------------------------- a model on a GPU
+def _small_model(device):
+    import minicnn
+    from minicnn import layers
+
+    model = minicnn.Sequential(
+        [
+            layers.Input((8, 8, 2)),
+            layers.Conv2D(3, 3, activation="relu", padding="same"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(4, 3, activation="relu"),
+            layers.Flatten(),
+            layers.Dropout(0.25),
+            layers.Dense(5, activation="softmax"),
+        ],
+        seed=1,
+        device=device,
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _on_device(a) -> bool:
+    return not isinstance(a, np.ndarray) and hasattr(a, "copy_to_host")
+
+
+def test_model_trains_the_same_on_cuda_as_on_cpu(cu):
+    """Six Adam steps (conv, pool, dropout, dense, softmax) give the same losses, weights and predictions on both
+    devices; on 'cuda' the weights and the optimizer state stay on the device, and predict returns NumPy."""
+    rng = np.random.default_rng(14)
+    x, y = rng.random((12, 8, 8, 2), dtype=np.float32), rng.integers(0, 5, 12)
+    cpu, gpu = _small_model("cpu"), _small_model("cuda")
+    h_cpu = cpu.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+    h_gpu = gpu.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+    np.testing.assert_allclose(h_gpu["loss"], h_cpu["loss"], rtol=1e-5)
+    for layer in gpu.layers:
+        assert all(_on_device(p) for p in layer.params.values()), layer.name
+    assert all(_on_device(a) for state in gpu.optimizer.state.values() for a in state.values())
+    for w_gpu, w_cpu in zip(gpu.get_weights(), cpu.get_weights(), strict=True):
+        assert relative_error(w_gpu, w_cpu) < 1e-5
+    p_gpu = gpu.predict(x, verbose=0)
+    assert isinstance(p_gpu, np.ndarray) and p_gpu.dtype == np.float32
+    assert relative_error(p_gpu, cpu.predict(x, verbose=0)) < 1e-5
+
+
+def test_save_on_one_device_load_on_the_other(cu, tmp_path):
+    import minicnn
+
+    rng = np.random.default_rng(15)
+    x, y = rng.random((8, 8, 8, 2), dtype=np.float32), rng.integers(0, 5, 8)
+    gpu = _small_model("cuda")
+    gpu.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    want = gpu.predict(x, verbose=0)
+    gpu.save(tmp_path / "gpu.minicnn")
+    on_cpu = minicnn.load_model(tmp_path / "gpu.minicnn", device="cpu")
+    assert on_cpu.backend.name == "cpu"
+    assert relative_error(on_cpu.predict(x, verbose=0), want) < 1e-5
+    on_cpu.save(tmp_path / "cpu.minicnn")
+    back = minicnn.load_model(tmp_path / "cpu.minicnn", device="cuda")
+    assert back.backend.name == "cuda" and _on_device(back.layers[-1].params["kernel"])
+    assert relative_error(back.predict(x, verbose=0), want) < 1e-5
+    # the optimizer state travelled too: one more step on each device (same dropout draws) lands on the same weights
+    for model in (on_cpu, back):
+        dropout = next(layer for layer in model.layers if layer.name.startswith("dropout"))
+        dropout.rng = np.random.default_rng(16)
+    on_cpu.train_on_batch(x, y)
+    back.train_on_batch(x, y)
+    for w_back, w_cpu in zip(back.get_weights(), on_cpu.get_weights(), strict=True):
+        assert relative_error(w_back, w_cpu) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------- device memory
+def test_block_sizes_are_rounded_to_granules():
+    from minicnn.kernels.cuda_memory import GRANULE, round_up
+
+    assert [round_up(n) for n in (0, 1, GRANULE, GRANULE + 1)] == [GRANULE, GRANULE, GRANULE, 2 * GRANULE]
+
+
+def test_released_device_memory_is_reused(cu):
+    """The free lists hand a released block out again, for the same rounded size only. On a GPU, the same
+    through numba: an array's block comes back once the array is gone, but not while a view of it lives."""
+    from minicnn.kernels import cuda_memory
+
+    lists = cuda_memory.FreeLists()
+    assert lists.take(1024) is None
+    lists.give(1024, "block a")
+    lists.give(1024, "block b")
+    lists.give(2048, "block c")
+    assert lists.bytes == 4096
+    assert lists.take(512) is None and lists.take(1024) == "block b" and lists.take(1024) == "block a"
+    assert lists.take(1024) is None and (lists.hits, lists.misses) == (2, 3)
+    assert list(lists.drain()) == ["block c"] and lists.bytes == 0
+    if not HAVE_GPU:
+        return
+    from numba import cuda
+
+    assert cuda_memory.is_active() == (os.environ.get("MINICNN_CUDA_POOL", "1") != "0")
+    if not cuda_memory.is_active():
+        return
+
+    def address(a):
+        return a.__cuda_array_interface__["data"][0]
+
+    a = cuda.device_array(1000, np.float32)
+    first = address(a)
+    del a
+    b = cuda.to_device(np.arange(1000, dtype=np.float32))  # the same size comes back to the same block
+    assert address(b) == first
+    view = b.reshape(10, 100)[3:]  # a view keeps its block: the next array must not get it
+    del b
+    c = cuda.to_device(np.full(1000, -1, np.float32))
+    assert address(c) != first
+    np.testing.assert_array_equal(view.copy_to_host(), np.arange(300, 1000, dtype=np.float32).reshape(7, 100))
+    del view, c
+    cuda_memory.empty_cache()
+    assert cuda_memory.manager().pool.bytes == 0
