@@ -76,12 +76,16 @@ def section(title: str):
     def wrap(f):
         def run(*args, **kwargs):
             say(f"\n=== {title} ===")
+            start = time.perf_counter()
             try:
                 return f(*args, **kwargs)
             except Exception:
                 say(f"FAILED: {title}\n{traceback.format_exc()}")
                 RESULTS.setdefault("failures", []).append(title)
                 return None
+            finally:
+                say(f"({title}: {time.perf_counter() - start:.1f} s)")
+                save()  # what is done so far survives a timeout of a later part
 
         return run
 
@@ -91,14 +95,18 @@ def section(title: str):
 # ---------------------------------------------------------------------------------------------------- 1. versions
 @section("GPU and versions")
 def environment() -> dict:
-    from numba import cuda
-
     import minicnn.kernels.cuda as kcuda
 
     problem = kcuda.cuda_status()
     if problem:
         raise RuntimeError(problem)
     import numba
+    from numba import cuda
+
+    from minicnn.backend import get_backend
+    from minicnn.kernels import cuda_memory
+
+    get_backend("cuda")  # installs the caching allocator, which must come before the first CUDA context
 
     dev = cuda.get_current_device()
     name = getattr(dev, "name", "CUDA simulator")
@@ -112,6 +120,9 @@ def environment() -> dict:
         "numba_cuda": _version("numba-cuda"),
         "cuda_driver": _try(lambda: ".".join(map(str, cuda.cudadrv.driver.driver.get_version()))),
         "cuda_runtime": _try(lambda: ".".join(map(str, cuda.runtime.get_version()))),
+        "caching_allocator": cuda_memory.is_active(),
+        "cpu": _cpu_name(),
+        "cpu_threads": os.cpu_count(),
     }
     try:
         import torch
@@ -124,6 +135,16 @@ def environment() -> dict:
         say(f"{k:20s} {v}")
     RESULTS["environment"] = info
     return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def _try(f):
@@ -149,7 +170,7 @@ def run_tests() -> None:
     cmd = [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_cuda.py"), "--rootdir", str(REPO)]
     cmd += ["-c", str(REPO / "pyproject.toml"), "-q", "-p", "no:cacheprovider", "-rfEs", "-m", "not slow"]
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=WORKDIR, env=env, capture_output=True, text=True, timeout=420)
+    done = subprocess.run(cmd, cwd=WORKDIR, env=env, capture_output=True, text=True, timeout=240)
     tail = (done.stdout + done.stderr).strip().splitlines()
     for line in tail[-25:]:
         say("  " + line)
@@ -306,19 +327,34 @@ def check_kernels(smoke: bool = False) -> None:
 # ---------------------------------------------------------------------------------------------------- 4. GEMM
 def _time(f, sync, warmup=2, min_seconds=0.5, max_reps=200) -> float:
     """Seconds per call of ``f``, after ``warmup`` calls (JIT compilation included there)."""
-    for _ in range(warmup):
-        f()
-    sync()
-    reps, start = 0, time.perf_counter()
-    while reps < max_reps and (reps < 3 or time.perf_counter() - start < min_seconds):
-        f()
-        reps += 1
-    sync()
-    return (time.perf_counter() - start) / reps
+    return _interleaved({"f": f}, sync, warmup=warmup, repeats=1, min_seconds=min_seconds, max_reps=max_reps)["f"]
 
 
-def _time_one_gemm(M, N, K, ta, tb):
-    """Seconds per product for minicnn's SGEMM and for torch.matmul on the same operands, and their difference."""
+def _interleaved(funcs: dict, sync, warmup=2, warmup_seconds=0.3, repeats=5, min_seconds=0.1, max_reps=200) -> dict:
+    """Median seconds per call of each function, timed in turns (A B A B ...) so that a change of GPU clock or
+    load hits all alike. Each is first called ``warmup`` times and for at least ``warmup_seconds`` (JIT compiling,
+    and a GPU that idled during it ramps its clocks back up); a repeat is at least ``min_seconds`` of calls."""
+    for f in funcs.values():
+        start, calls = time.perf_counter(), 0
+        while calls < warmup or time.perf_counter() - start < warmup_seconds:
+            f()
+            sync()
+            calls += 1
+    runs: dict = {name: [] for name in funcs}
+    for _ in range(repeats):
+        for name, f in funcs.items():
+            reps, start = 0, time.perf_counter()
+            while reps < max_reps and (reps < 3 or time.perf_counter() - start < min_seconds):
+                f()
+                reps += 1
+            sync()
+            runs[name].append((time.perf_counter() - start) / reps)
+    return {name: float(np.median(t)) for name, t in runs.items()}
+
+
+def _time_one_gemm(M, N, K, ta, tb, tile=None, split_k=None):
+    """Seconds per product for minicnn's SGEMM and for torch.matmul on the same operands (interleaved medians),
+    and their difference."""
     import torch
     from numba import cuda
 
@@ -328,17 +364,23 @@ def _time_one_gemm(M, N, K, ta, tb):
     b = torch.randn((N, K) if tb else (K, N), device="cuda")
     da, db = cuda.as_cuda_array(a), cuda.as_cuda_array(b)
     out = cuda.device_array((M, N), dtype=np.float32)
-    ours = _time(lambda: gemm(da, db, ta, tb, out=out), cuda.synchronize)
     a_, b_ = (a.T if ta else a), (b.T if tb else b)
-    theirs = _time(lambda: torch.matmul(a_, b_), torch.cuda.synchronize)
-    return ours, theirs, _err(out.copy_to_host(), torch.matmul(a_, b_).cpu().numpy())
+
+    def sync():
+        cuda.synchronize()
+        torch.cuda.synchronize()
+
+    t = _interleaved(
+        {"ours": lambda: gemm(da, db, ta, tb, out=out, tile=tile, split_k=split_k), "theirs": lambda: a_ @ b_}, sync
+    )
+    return t["ours"], t["theirs"], _err(out.copy_to_host(), torch.matmul(a_, b_).cpu().numpy())
 
 
 @section("SGEMM vs cuBLAS (fp32, TF32 off)")
 def time_gemm() -> None:
     import torch
 
-    from minicnn.kernels.cuda_gemm import choose_split_k, choose_tile
+    from minicnn.kernels.cuda_gemm import Tile, choose_split_k, choose_tile
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -374,6 +416,33 @@ def time_gemm() -> None:
         )
     RESULTS["gemm"] = rows
 
+    sweep = []  # other tiles and split-K on the square products: is the default the best one here?
+    for n, tile, split in SWEEP:
+        ours, theirs, err = _time_one_gemm(n, n, n, False, False, tile=Tile(*tile), split_k=split)
+        row = {"tile": "x".join(map(str, tile)), "split_k": split, "n": n, "tflops": 2.0 * n**3 / ours / 1e12}
+        row["pct_of_cublas"], row["rel_err"] = 100 * theirs / ours, err
+        sweep.append(row)
+        tag = f"tile {row['tile']} split {split} {n}^3"
+        say(f"  {tag:36s} {row['tflops']:6.2f} TFLOP/s ({row['pct_of_cublas']:5.1f} %)")
+    M, N, K = 256 * 11 * 11, 64, 288  # a narrow product: R's conv2 forward at batch 256
+    for entry in NARROW_TILES:
+        ours, theirs, err = _time_one_gemm(M, N, K, False, False, tile=Tile(*entry))
+        row = {"tile": "x".join(map(str, entry)), "n": f"{M}x{N}x{K}", "tflops": 2.0 * M * N * K / ours / 1e12}
+        row["pct_of_cublas"], row["rel_err"] = 100 * theirs / ours, err
+        sweep.append(row)
+        say(f"  tile {row['tile']:14s} {row['n']}: {row['tflops']:6.2f} TFLOP/s ({row['pct_of_cublas']:5.1f} %)")
+    RESULTS["gemm_tile_sweep"] = sweep
+
+
+SWEEP = [  # (n, (bm, bn, bk, tm, tn), split_k)
+    *[(1024, (128, 128, 8, 8, 8), s) for s in (1, 2, 4, 8)],
+    *[(1024, (64, 64, 8, 4, 4), s) for s in (1, 2, 4)],
+    (1024, (128, 128, 16, 8, 8), 4),
+    (4096, (128, 128, 16, 8, 8), 1),
+    (4096, (64, 64, 8, 4, 4), 1),
+]
+NARROW_TILES = [(64, 64, 8, 4, 4), (64, 64, 16, 4, 4), (128, 64, 8, 8, 4), (128, 64, 16, 8, 4), (128, 32, 8, 8, 2)]
+
 
 # ---------------------------------------------------------------------------------------------------- 5. models
 MODELS = {
@@ -395,7 +464,7 @@ MODELS = {
 }
 
 
-def _minicnn_model(name):
+def _minicnn_model(name, device="cuda"):
     import minicnn
     from minicnn import layers
 
@@ -411,7 +480,7 @@ def _minicnn_model(name):
         else:
             stack.append(layers.Dense(arg, activation="relu"))
     stack.append(layers.Dense(10, activation="softmax"))
-    model = minicnn.Sequential(stack, seed=0, device="cuda")
+    model = minicnn.Sequential(stack, seed=0, device=device)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return model
 
@@ -442,58 +511,242 @@ def _torch_model(name):
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
-@section("training throughput: minicnn CUDA vs PyTorch CUDA (fp32, Adam, random data)")
-def time_models(batches=(64, 256, 1024), steps=10) -> None:
-    try:
-        import minicnn
+def _batch(name, batch):
+    rng = np.random.default_rng(0)
+    return rng.random((batch, *MODELS[name][0]), dtype=np.float32), rng.integers(0, 10, batch)
 
-        minicnn.Sequential  # noqa: B018
-    except (ImportError, AttributeError) as e:
-        say(f"  model timing skipped: minicnn.Sequential is not available ({e})")
-        return
+
+def _minicnn_step(name, batch, device="cuda"):
+    """A function that takes one ``train_on_batch`` step of reference model ``name`` on ``device``, with the batch
+    already there."""
+    x, y = _batch(name, batch)
+    model = _minicnn_model(name, device)
+    dx, dy = model.backend.asarray(x), model.backend.asarray(y, np.int64)
+    return lambda: model.train_on_batch(dx, dy)
+
+
+def _torch_step(name, batch):
     import torch
     import torch.nn.functional as F
+
+    x, y = _batch(name, batch)
+    tmodel, opt = _torch_model(name)
+    tx = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().cuda()
+    ty = torch.from_numpy(y).cuda()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(tmodel(tx), ty)
+        loss.backward()
+        opt.step()
+        return loss.item()  # one host copy per step, as minicnn's float loss
+
+    return step
+
+
+def _sync_both():
+    import torch
     from numba import cuda
+
+    cuda.synchronize()
+    torch.cuda.synchronize()
+
+
+@section("training throughput: minicnn CUDA vs PyTorch CUDA (fp32, Adam, random data), and minicnn's CPU path")
+def time_models(batches=(64, 256, 1024)) -> None:
+    """Samples per second of a full training step, minicnn and PyTorch timed in turns (medians of 5)."""
+    import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     rows = []
-    for name, (shape, _) in MODELS.items():
+    for name in MODELS:
         for batch in batches:
-            rng = np.random.default_rng(0)
-            x = rng.random((batch, *shape), dtype=np.float32)
-            y = rng.integers(0, 10, batch)
-
-            model = _minicnn_model(name)
-            bk = model.backend
-            dx, dy = bk.asarray(x), bk.asarray(y, np.int64)
-            ours = _time(lambda m=model, dx=dx, dy=dy: m.train_on_batch(dx, dy), cuda.synchronize, warmup=3)
-
-            tmodel, opt = _torch_model(name)
-            tx = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().cuda()
-            ty = torch.from_numpy(y).cuda()
-
-            def torch_step(tmodel=tmodel, opt=opt, tx=tx, ty=ty):
-                opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(tmodel(tx), ty)
-                loss.backward()
-                opt.step()
-                return loss.item()  # one host copy per step, as minicnn's float loss
-
-            theirs = _time(torch_step, torch.cuda.synchronize, warmup=3)
+            t = _interleaved({"ours": _minicnn_step(name, batch), "theirs": _torch_step(name, batch)}, _sync_both)
+            ours, theirs = t["ours"], t["theirs"]
+            cpu = _time(_minicnn_step(name, batch, "cpu"), lambda: None, warmup=1, min_seconds=0.3, max_reps=5)
             row = {
                 "model": name,
                 "batch": batch,
                 "minicnn_samples_per_s": batch / ours,
                 "torch_samples_per_s": batch / theirs,
-                "pct_of_torch": 100 * theirs / ours,
+                "ratio_to_torch": theirs / ours,
+                "minicnn_cpu_samples_per_s": batch / cpu,
             }
             rows.append(row)
             say(
                 f"  model {name} batch {batch:5d}: minicnn {row['minicnn_samples_per_s']:9.0f}/s, "
-                f"torch {row['torch_samples_per_s']:9.0f}/s ({row['pct_of_torch']:5.1f} %)"
+                f"torch {row['torch_samples_per_s']:9.0f}/s ({row['ratio_to_torch']:.2f}x), "
+                f"minicnn CPU {row['minicnn_cpu_samples_per_s']:7.0f}/s"
             )
     RESULTS["models"] = rows
+
+
+@section("profile of a training step at batch 256: launches, GPU busy time, kernels")
+def profile_steps(batch=256, steps=5) -> None:
+    """Where a step's time goes: how many kernels it launches (counted at numba's dispatcher), what one launch
+    costs from Python, and how much of the wall time the GPU is busy (kernel times from the CUDA profiler that
+    PyTorch wraps, CUPTI, which sees numba's kernels too)."""
+    import torch
+    from numba import cuda
+
+    from minicnn.kernels import cuda_elementwise
+
+    one = cuda.device_array(1, np.float32)
+    cuda_elementwise.fill_kernel[1, 1](one, 0)
+    cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(1000):
+        cuda_elementwise.fill_kernel[1, 1](one, 0)
+    cuda.synchronize()
+    launch_us = (time.perf_counter() - t0) * 1e3
+    say(f"  one numba.cuda launch from Python (1 thread, 2 arguments): {launch_us:.1f} us")
+    RESULTS["launch_us"] = launch_us
+
+    rows = RESULTS["profile"] = []
+    for name in MODELS:
+        x, y = _batch(name, batch)
+        model = _minicnn_model(name)
+        dx, dy = model.backend.asarray(x), model.backend.asarray(y, np.int64)
+        for _ in range(3):
+            model.train_on_batch(dx, dy)
+        cuda.synchronize()
+        launches = _count_launches(lambda m=model, dx=dx, dy=dy: m.train_on_batch(dx, dy))
+        cuda.synchronize()
+        row = {"model": name, "batch": batch, "launches_per_step": launches}
+        try:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    model.train_on_batch(dx, dy)
+                cuda.synchronize()
+                wall = (time.perf_counter() - t0) / steps
+            kernels = [e for e in prof.key_averages() if _device_us(e) > 0]
+            busy = sum(_device_us(e) for e in kernels) / steps / 1e6
+            row.update(wall_ms=wall * 1e3, gpu_busy_ms=busy * 1e3, busy_pct=100 * busy / wall)
+            row["kernels"] = sorted(
+                ({"kernel": e.key[:60], "calls": e.count // steps, "us": _device_us(e) / steps} for e in kernels),
+                key=lambda k: -k["us"],
+            )[:12]
+        except Exception as e:  # the profiler is a bonus: the launch count stands without it
+            row["profiler_error"] = f"{type(e).__name__}: {e}"
+        rows.append(row)
+        row["python_top"] = _python_profile(lambda m=model, dx=dx, dy=dy: m.train_on_batch(dx, dy), steps=20)
+        head = f"  model {name}: {row['launches_per_step']} launches per step"
+        if "wall_ms" not in row:
+            say(f"{head} ({row.get('profiler_error')})")
+            continue
+        say(f"{head}, wall {row['wall_ms']:.2f} ms, GPU busy {row['gpu_busy_ms']:.2f} ms ({row['busy_pct']:.0f} %)")
+        for k in row["kernels"]:
+            say(f"      {k['us']:8.1f} us  x{k['calls']:<3d} {k['kernel']}")
+
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            tmodel, opt = _torch_model(name)
+            tx = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().cuda()
+            ty = torch.from_numpy(y).cuda()
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(tmodel(tx), ty).backward()
+                opt.step()
+            torch.cuda.synchronize()
+        tk = [e for e in prof.key_averages() if _device_us(e) > 0]
+        row["torch_kernels_per_step"] = sum(e.count for e in tk) / steps
+        row["torch_gpu_busy_ms"] = sum(_device_us(e) for e in tk) / steps / 1e3
+        say(
+            f"    PyTorch: {row['torch_kernels_per_step']:.0f} kernels per step, "
+            f"GPU busy {row['torch_gpu_busy_ms']:.2f} ms"
+        )
+
+
+def _python_profile(f, steps: int) -> list[str]:
+    """The Python functions where ``steps`` calls of ``f`` spend their time (cProfile, by own time), printed."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        f()
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(22)
+    lines = [ln for ln in text.getvalue().splitlines() if ln.strip()][-24:]
+    for ln in lines:
+        say("    | " + ln[:150])
+    return lines
+
+
+def _count_launches(f) -> int | None:
+    """How many kernels ``f()`` launches, counted at numba's dispatcher (None where it cannot be hooked)."""
+    from numba.cuda import dispatcher
+
+    owner = getattr(dispatcher, "CUDADispatcher", None)
+    if owner is None or not hasattr(owner, "call"):
+        return None
+    count, original = [0], owner.call
+
+    def counting(self, *args, **kwargs):
+        count[0] += 1
+        return original(self, *args, **kwargs)
+
+    owner.call = counting
+    try:
+        f()
+    finally:
+        owner.call = original
+    return count[0]
+
+
+def _device_us(event) -> float:
+    """Total device time of a profiler row, in microseconds (the attribute was renamed across versions)."""
+    for attr in ("device_time_total", "cuda_time_total", "self_device_time_total"):
+        v = getattr(event, attr, None)
+        if v:
+            return float(v)
+    return 0.0
+
+
+@section("without the caching allocator (MINICNN_CUDA_POOL=0, in a child process)")
+def pool_on_off(cases=(("R", 256), ("C", 256))) -> None:
+    """minicnn's training throughput with numba's own allocator; the figures with the caching allocator are those
+    of ``time_models``."""
+    rows = []
+    for pool in ("0",):
+        env = dict(os.environ, MINICNN_CUDA_POOL=pool)
+        spec = ",".join(f"{n}:{b}" for n, b in cases)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child-models", spec]
+        done = subprocess.run(cmd, cwd=WORKDIR, env=env, capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("[{")]
+        if done.returncode or not lines:
+            raise RuntimeError(f"child with MINICNN_CUDA_POOL={pool} failed:\n{done.stderr[-2000:]}")
+        for row in json.loads(lines[-1]):
+            row["pool"] = pool == "1"
+            rows.append(row)
+            say(
+                f"  pool {'on ' if row['pool'] else 'off'} model {row['model']} batch {row['batch']}: "
+                f"{row['samples_per_s']:9.0f} samples/s (allocator active: {row['allocator_active']})"
+            )
+    RESULTS["pool_on_off"] = rows
+
+
+def child_models(spec: str) -> None:
+    """``--child-models R:256,C:256``: minicnn CUDA training throughput only, one JSON line on stdout."""
+    from minicnn.backend import get_backend
+    from minicnn.kernels import cuda_memory
+
+    get_backend("cuda")
+    rows = []
+    for item in spec.split(","):
+        name, batch = item.split(":")
+        seconds = _interleaved({"ours": _minicnn_step(name, int(batch))}, _sync_both)["ours"]
+        rows.append({"model": name, "batch": int(batch), "samples_per_s": int(batch) / seconds})
+    for row in rows:
+        row["allocator_active"] = cuda_memory.is_active()
+    print(json.dumps(rows))
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -514,15 +767,112 @@ def summary() -> None:
     for r in RESULTS.get("models", []):
         say(
             f"model {r['model']} batch {r['batch']:5d}  minicnn {r['minicnn_samples_per_s']:9.0f}/s  "
-            f"{r['pct_of_torch']:5.1f} % of torch"
+            f"{r['ratio_to_torch']:.2f}x torch ({r['torch_samples_per_s']:.0f}/s)  "
+            f"CPU {r['minicnn_cpu_samples_per_s']:.0f}/s"
+        )
+    for r in RESULTS.get("profile", []):
+        say(
+            f"profile {r['model']}: {r['launches_per_step']} launches/step, wall {r.get('wall_ms', 0):.2f} ms, "
+            f"GPU busy {r.get('gpu_busy_ms', 0):.2f} ms; torch {r.get('torch_kernels_per_step', 0):.0f} kernels, "
+            f"busy {r.get('torch_gpu_busy_ms', 0):.2f} ms"
         )
     if RESULTS.get("failures"):
         say("parts that failed: " + ", ".join(RESULTS["failures"]))
+    save()
+
+
+def save() -> None:
+    """Write ``gpu_check.json`` and ``gpu_check.log`` to ``$OUT`` (when set)."""
     out = os.environ.get("OUT")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         Path(out, "gpu_check.json").write_text(json.dumps(RESULTS, indent=2, default=_jsonable))
         Path(out, "gpu_check.log").write_text("\n".join(LOG) + "\n")
+
+
+def markdown(results: dict) -> str:
+    """The tables of a run (``gpu_check.json``) as Markdown, for ``benchmarks/GPU_RESULTS.md``."""
+    env = results.get("environment", {})
+    out = [
+        f"GPU: **{env.get('gpu')}** (compute capability {env.get('compute_capability')}, {env.get('sms')} SMs), "
+        f"CUDA driver {env.get('cuda_driver')}; CPU: {env.get('cpu')}, {env.get('cpu_threads')} threads. "
+        f"Python {env.get('python')}, numpy {env.get('numpy')}, numba {env.get('numba')}, "
+        f"numba-cuda {env.get('numba_cuda')}, torch {env.get('torch')} (CUDA {env.get('torch_cuda')}); "
+        f"caching allocator: {env.get('caching_allocator')}.",
+        "",
+    ]
+    if "pytest" in results:
+        out += [f"`tests/test_cuda.py` on the GPU (no simulator): {results['pytest']['summary']}.", ""]
+    if "kernels" in results:
+        ks = results["kernels"]
+        worst = max(ks, key=lambda r: r["rel_err"])
+        out += [
+            f"CUDA kernels against the CPU on fresh random inputs at realistic sizes: "
+            f"{sum(r['ok'] for r in ks)}/{len(ks)} within tolerance; largest relative error "
+            f"{worst['rel_err']:.1e} ({worst['kernel']}).",
+            "",
+        ]
+    if "gemm" in results:
+        out += ["### SGEMM against cuBLAS (fp32, TF32 off; interleaved medians)", ""]
+        out += ["| product | M x N x K | tile / split-K | minicnn TFLOP/s | cuBLAS TFLOP/s | % of cuBLAS |"]
+        out += ["|---|---|---|---|---|---|"]
+        for r in results["gemm"]:
+            out.append(
+                f"| {r['case']} | {r['M']} x {r['N']} x {r['K']} | {r['tile']} / {r['split_k']} | "
+                f"{r['minicnn_tflops']:.2f} | {r['cublas_tflops']:.2f} | {r['pct_of_cublas']:.1f} |"
+            )
+        out.append("")
+    if "gemm_tile_sweep" in results:
+        out += ["Other tiles (bm x bn x bk x tm x tn) and split-K on the same products:", ""]
+        out += ["| tile | split-K | product | TFLOP/s | % of cuBLAS |", "|---|---|---|---|---|"]
+        for r in results["gemm_tile_sweep"]:
+            n = r["n"]
+            product = f"{n}^3" if isinstance(n, int) else n
+            out.append(
+                f"| {r['tile']} | {r.get('split_k', 'auto')} | {product} | {r['tflops']:.2f} | "
+                f"{r['pct_of_cublas']:.1f} |"
+            )
+        out.append("")
+    if "models" in results:
+        out += ["### Training throughput, samples/s (fp32, Adam, random data; minicnn and PyTorch interleaved)", ""]
+        out += ["| model | batch | minicnn CUDA | PyTorch CUDA | minicnn / PyTorch | minicnn CPU (this host) |"]
+        out += ["|---|---|---|---|---|---|"]
+        for r in results["models"]:
+            out.append(
+                f"| {r['model']} | {r['batch']} | {r['minicnn_samples_per_s']:,.0f} | "
+                f"{r['torch_samples_per_s']:,.0f} | {r['ratio_to_torch']:.2f} | {r['minicnn_cpu_samples_per_s']:,.0f} |"
+            )
+        out.append("")
+    if "pool_on_off" in results:
+        on = {(r["model"], r["batch"]): r["minicnn_samples_per_s"] for r in results.get("models", [])}
+        out += ["Without the caching allocator (`MINICNN_CUDA_POOL=0`, a child process):", ""]
+        out += [
+            "| model | batch | samples/s, numba's allocator | samples/s, caching (table above) |",
+            "|---|---|---|---|",
+        ]
+        for r in results["pool_on_off"]:
+            with_pool = on.get((r["model"], r["batch"]))
+            out.append(
+                f"| {r['model']} | {r['batch']} | {r['samples_per_s']:,.0f} | "
+                + (f"{with_pool:,.0f} |" if with_pool else "- |")
+            )
+        out.append("")
+    if "profile" in results:
+        out += ["### Profile of one training step at batch 256", ""]
+        if "launch_us" in results:
+            out += [f"One numba.cuda kernel launch from Python costs {results['launch_us']:.1f} us (2 arguments).", ""]
+        for r in results["profile"]:
+            out.append(
+                f"- **{r['model']}**: {r['launches_per_step']} kernel launches per step; wall "
+                f"{r.get('wall_ms', float('nan')):.2f} ms, GPU busy {r.get('gpu_busy_ms', float('nan')):.2f} ms "
+                f"({r.get('busy_pct', float('nan')):.0f} %). PyTorch: {r.get('torch_kernels_per_step', 0):.0f} "
+                f"kernels, GPU busy {r.get('torch_gpu_busy_ms', float('nan')):.2f} ms."
+            )
+            for k in r.get("kernels", [])[:8]:
+                name = k["kernel"].split("[")[0].replace("::_3clocals_3e", ".<locals>").replace("minicnn::", "")
+                out.append(f"  - {k['us']:.1f} us in {k['calls']} x `{name}`")
+        out.append("")
+    return "\n".join(out)
 
 
 def _jsonable(v):
@@ -535,17 +885,24 @@ def _jsonable(v):
 
 def main() -> int:
     make_minicnn_importable()
+    if "--markdown" in sys.argv:
+        print(markdown(json.loads(Path(sys.argv[sys.argv.index("--markdown") + 1]).read_text())))
+        return 0
+    if "--child-models" in sys.argv:
+        child_models(sys.argv[sys.argv.index("--child-models") + 1])
+        return 0
     smoke = "--smoke" in sys.argv  # tiny sizes, no tests and no timings: this script, under the simulator
     start = time.perf_counter()
     if environment() is None:
         summary()
         return 1
-    if not smoke:
-        run_tests()
     check_kernels(smoke)
-    if not smoke:
+    if not smoke:  # the timings first: they are what this script is for, if time runs out
         time_gemm()
         time_models()
+        profile_steps()
+        pool_on_off()
+        run_tests()
     RESULTS["seconds"] = round(time.perf_counter() - start, 1)
     summary()
     return 1 if RESULTS.get("failures") else 0
