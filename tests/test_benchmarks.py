@@ -176,3 +176,32 @@ def test_naive_adam_agrees_with_minicnn():
         adam.apply_gradients([("w", p, g), ("b", b, g[0].copy())])
     np.testing.assert_allclose(layer.params["w"], p, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(layer.params["b"], b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_gpu_check_smoke_under_the_simulator(tmp_path):
+    """The script for a lent GPU, at tiny sizes under the CUDA simulator: every kernel check passes, the results
+    land in $OUT, and --markdown turns them into the tables of GPU_RESULTS.md."""
+    import json
+    import subprocess
+
+    from conftest import import_or_skip
+
+    import_or_skip("numba_cuda", "the GPU script needs numba-cuda")
+    from benchmarks import gpu_check
+
+    script = Path(gpu_check.__file__)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", OUT=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert results["environment"]["gpu"] == "CUDA simulator"
+    assert len(results["kernels"]) > 40 and all(row["ok"] for row in results["kernels"])
+    done = subprocess.run(
+        [sys.executable, str(script), "--markdown", str(tmp_path / "gpu_check.json")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    n = len(results["kernels"])
+    assert f"{n}/{n} within tolerance" in done.stdout
