@@ -1302,6 +1302,12 @@ def lesson_06() -> list[dict]:
         convolution is a few hundred by a few dozen, with a $K$ of a hundred thousand) it splits $K$ into chunks
         computed by different blocks and adds them up afterwards (split-K). It also multiplies by a transposed
         matrix without copying it, which the backward pass needs: `dcols = dout @ w.T` and `dw = cols.T @ dout`.
+
+        Two more details made it several times faster on an H100. *Prefetching*: each thread issues the global
+        loads of the next slabs into registers before it multiplies the current ones, so memory latency hides
+        behind arithmetic. *Index hints*: numba lets `a[-1]` mean the last element, so every index it cannot prove
+        non-negative costs a compare and a select; `cuda.threadIdx.x & NONNEG` (a mask that changes nothing) proves
+        it, and the inner loop then reads shared memory at constant offsets.
         """),
         code("""
         from minicnn.kernels import cuda_gemm
@@ -1397,6 +1403,12 @@ def lesson_06() -> list[dict]:
         md("""
         On a GPU the tiled kernel beats the naive one several times over, and the register-blocked GEMM beats the
         tiled one again: the same arithmetic, fetched from memory less often.
+
+        A whole training step tells another story: `benchmarks/GPU_RESULTS.md` records one on an H100. For a small
+        model like the MNIST one, the GPU sits idle most of the step: each of its few dozen kernel launches costs
+        tens of microseconds of Python (numba types and packs every argument), more than the kernel itself takes.
+        Small models on a GPU are won by launching fewer, bigger kernels, which is why PyTorch fuses and launches
+        from C++.
 
         ## Exercise: a grid-stride ReLU
 
