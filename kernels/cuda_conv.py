@@ -20,7 +20,7 @@ import numpy as np
 from numba import cuda, float32
 
 from .cuda_gemm import gemm
-from .cuda_launch import BLOCK_2D, MAX_BLOCKS, NONNEG, cdiv
+from .cuda_launch import NONNEG, grid_2d
 from .cuda_reduce import column_sums
 from .shapes import output_size
 
@@ -96,21 +96,12 @@ def col2im_kernel(cols, kh, kw, sh, sw, pt, pl, Ho, Wo, dx):
         dx[n, h, w, c] = total
 
 
-def _grid_2d(columns: int, rows: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``(grid, block)`` for the kernels above: enough blocks across the columns, and down the rows as many as
-    keep the whole grid under ``MAX_BLOCKS`` (the row loop covers the rest)."""
-    tx, ty = BLOCK_2D
-    gx = cdiv(columns, tx)
-    gy = max(1, min(cdiv(rows, ty), MAX_BLOCKS // gx))
-    return (gx, gy), (tx, ty)
-
-
 def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
     """Patches of ``x`` as rows.   x: (N, H, W, C) on the device -> cols: (N*Ho*Wo, kh*kw*C)"""
     N, H, W, C = x.shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     cols = cuda.device_array((N * Ho * Wo, kh * kw * C), dtype=np.float32)
-    im2col_kernel[_grid_2d(cols.shape[1], N * Ho)](x, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, cols)
+    im2col_kernel[grid_2d(cols.shape[1], N * Ho)](x, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, cols)
     return cols
 
 
@@ -119,7 +110,7 @@ def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
     N, H, W, C = x_shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     dx = cuda.device_array(tuple(x_shape), dtype=np.float32)
-    col2im_kernel[_grid_2d(W * C, N * H)](cols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx)
+    col2im_kernel[grid_2d(W * C, N * H)](cols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx)
     return dx
 
 

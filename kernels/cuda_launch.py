@@ -43,6 +43,16 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def grid_2d(columns: int, rows: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(grid, block)`` for the kernels that walk rows: thread ``x`` owns one column (blocks enough to cover
+    ``columns``), thread ``y`` walks the rows, grid-stride, with as many blocks down as keep the grid under
+    ``MAX_BLOCKS``."""
+    tx, ty = BLOCK_2D
+    gx = cdiv(columns, tx)
+    gy = max(1, min(cdiv(rows, ty), MAX_BLOCKS // gx))
+    return (gx, gy), (tx, ty)
+
+
 def grid_1d(n: int) -> tuple[int, int]:
     """``(blocks, threads)`` for a grid-stride loop over ``n`` elements: enough threads for one element each, but
     at most ``MAX_BLOCKS`` blocks; the loop covers the rest."""

@@ -1,12 +1,16 @@
 """Max and average pooling on the GPU, forward and backward, channels-last, any pool, stride and padding.
 
-Every kernel is a grid-stride loop with one thread per element it *writes*:
+Every kernel has one thread per element it *writes*:
 
 * forward: one thread per output ``(n, i, j, c)``; it reads its window. Consecutive threads are consecutive
   channels of one pixel, so a warp's reads are neighbouring words.
 * backward: one thread per input ``(n, h, w, c)``; it *gathers* from each window that covers it (pixel ``h`` is
   at offset ``p`` of window ``i`` when ``i*sh + p - pt == h``). Overlapping windows (stride < pool) then need no
   atomic adds, and the sum is taken in the same order on every run.
+
+Max pooling, in every training step, walks rows as im2col does (``grid_2d``: a thread per position along a row,
+rows in a loop), so that its indices are decoded per row rather than per element; average pooling keeps the
+plainer grid-stride loop over flat indices.
 
 Max pooling records, per output, the offset ``p*pw + q`` of the winning element in its window: the first
 maximum in row-major order, padding never chosen (it counts as -inf), as in ``reference.py``. Average pooling
@@ -18,18 +22,24 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32
 
-from .cuda_launch import grid_1d
+from .cuda_launch import NONNEG, grid_1d, grid_2d
 from .shapes import output_size
 
 
 @cuda.jit
 def maxpool_forward_kernel(x, ph, pw, sh, sw, pt, pl, out, argmax):
+    """Block (TX, TY), grid (cdiv(Wo*C, TX), G). Thread ``x`` owns a position (j, c) along an output row, thread
+    ``y`` walks the output rows (n, i), grid-stride; each reads its window. Indices are decoded once per thread
+    and once per row, never per element (integer division is slow on a GPU)."""
     N, H, W, C = x.shape
     _, Ho, Wo, _ = out.shape
-    for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        c, t = e % C, e // C
-        j, t = t % Wo, t // Wo
-        i, n = t % Ho, t // Ho
+    jc = (cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x) & NONNEG
+    if jc >= Wo * C:
+        return
+    j, c = jc // C, jc % C
+    start = (cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y) & NONNEG
+    for ni in range(start, N * Ho, cuda.gridDim.y * cuda.blockDim.y):
+        n, i = ni // Ho, ni % Ho
         best = float32(0)
         best_at = -1
         for p in range(ph):
@@ -47,25 +57,37 @@ def maxpool_forward_kernel(x, ph, pw, sh, sw, pt, pl, out, argmax):
         argmax[n, i, j, c] = best_at
 
 
+@cuda.jit(device=True)
+def covering(h, pt, ph, sh, Ho):
+    """The windows ``lo .. hi - 1`` whose span ``[i*sh - pt, i*sh - pt + ph)`` holds position ``h``."""
+    first = h + pt - ph + 1  # the lowest window start that still reaches h is i*sh >= first
+    lo = 0 if first <= 0 else (first + sh - 1) // sh
+    hi = min(Ho, (h + pt) // sh + 1) if h + pt >= 0 else 0
+    return lo, hi
+
+
 @cuda.jit
 def maxpool_backward_kernel(dout, argmax, ph, pw, sh, sw, pt, pl, dx):
+    """Block (TX, TY), grid (cdiv(W*C, TX), G). Thread ``x`` owns a position (w, c) along an input row, thread
+    ``y`` walks the input rows (n, h); each gathers from the windows that cover its pixel, found by two divisions
+    per row and per column (``covering``) rather than by testing every offset of every window."""
     N, H, W, C = dx.shape
     _, Ho, Wo, _ = dout.shape
-    for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
-        c, t = e % C, e // C
-        w, t = t % W, t // W
-        h, n = t % H, t // H
+    wc = (cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x) & NONNEG
+    if wc >= W * C:
+        return
+    w, c = wc // C, wc % C
+    j_lo, j_hi = covering(w, pl, pw, sw, Wo)
+    start = (cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y) & NONNEG
+    for nh in range(start, N * H, cuda.gridDim.y * cuda.blockDim.y):
+        n, h = nh // H, nh % H
+        i_lo, i_hi = covering(h, pt, ph, sh, Ho)
         total = float32(0)
-        for p in range(ph):
-            a = h + pt - p
-            if a < 0 or a % sh != 0 or a // sh >= Ho:
-                continue
-            for q in range(pw):
-                b = w + pl - q
-                if b < 0 or b % sw != 0 or b // sw >= Wo:
-                    continue
-                if argmax[n, a // sh, b // sw, c] == p * pw + q:  # this pixel won that window
-                    total += dout[n, a // sh, b // sw, c]
+        for i in range(i_lo, i_hi):
+            p = h + pt - i * sh  # this pixel's offset in window i
+            for j in range(j_lo, j_hi):
+                if argmax[n, i, j, c] == p * pw + (w + pl - j * sw):  # this pixel won that window
+                    total += dout[n, i, j, c]
         dx[n, h, w, c] = total
 
 
@@ -125,7 +147,8 @@ def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
     """x: (N, H, W, C) -> out: (N, Ho, Wo, C), cache (with the int32 argmax offsets)"""
     out = cuda.device_array(_out_shape(x.shape, pool, stride, pad), dtype=np.float32)
     argmax = cuda.device_array(out.shape, dtype=np.int32)
-    maxpool_forward_kernel[grid_1d(out.size)](x, *pool, *stride, pad[0], pad[2], out, argmax)
+    N, Ho, Wo, C = out.shape
+    maxpool_forward_kernel[grid_2d(Wo * C, N * Ho)](x, *pool, *stride, pad[0], pad[2], out, argmax)
     return out, (x.shape, argmax, pool, stride, pad)
 
 
@@ -133,7 +156,8 @@ def maxpool2d_backward(dout, cache):
     """dout: (N, Ho, Wo, C) -> dx: (N, H, W, C)"""
     x_shape, argmax, pool, stride, pad = cache
     dx = cuda.device_array(x_shape, dtype=np.float32)
-    maxpool_backward_kernel[grid_1d(dx.size)](dout, argmax, *pool, *stride, pad[0], pad[2], dx)
+    N, H, W, C = x_shape
+    maxpool_backward_kernel[grid_2d(W * C, N * H)](dout, argmax, *pool, *stride, pad[0], pad[2], dx)
     return dx
 
 

@@ -211,6 +211,7 @@ POOL_CASES = [  # (H, W, pool, stride, padding)
     (4, 6, (2, 2), (2, 2), "valid"),
     (5, 5, (3, 3), (2, 2), "same"),  # overlapping windows and padding
     (4, 5, (3, 2), (1, 1), "same"),  # heavy overlap, asymmetric padding
+    (7, 8, (2, 2), (3, 3), "valid"),  # stride > pool: some pixels lie in no window
 ]
 
 
