@@ -69,18 +69,21 @@ MIN_SPLIT_CHUNK = 16 if SIMULATOR else 256  # fewest k per split-K chunk: below 
 
 
 def choose_tile(M: int, N: int) -> Tile:
-    """The big tile when both sides of C are at least its size (split-K then fills the GPU if C has few tiles);
-    otherwise the small one."""
+    """The big tile when C is big enough to give every SM one; otherwise the small one."""
     if SIMULATOR:
         return SIMULATED
-    if min(M, N) >= LARGE.bm:
+    if min(M, N) >= LARGE.bm and cdiv(M, LARGE.bm) * cdiv(N, LARGE.bn) >= sm_count():
         return LARGE
     return SMALL
 
 
 def choose_split_k(M: int, N: int, K: int, tile: Tile) -> int:
-    """How many K chunks so that about two blocks per SM are busy (1: no split)."""
+    """How many K chunks (1: no split). Only when C has fewer tiles than the GPU has SMs: then enough chunks for
+    about two blocks per SM. With a block per SM or more, splitting only adds a second launch and the summing of
+    the parts (``benchmarks/GPU_RESULTS.md``: a square 1024 product ran at half the speed split in two)."""
     blocks = cdiv(M, tile.bm) * cdiv(N, tile.bn)
+    if blocks >= sm_count():
+        return 1
     return max(1, min(cdiv(2 * sm_count(), blocks), K // MIN_SPLIT_CHUNK))
 
 
