@@ -1,17 +1,21 @@
 """The one script to run on a lent GPU: is the CUDA backend right there, and how fast is it against PyTorch?
 
-In order, each part on its own (one failing part does not stop the others):
+In order, each part on its own (one failing part does not stop the others; what is done is saved at once):
 
 1. the GPU and the versions of everything involved;
-2. ``pytest tests/test_cuda.py`` on the real GPU (no simulator);
-3. every CUDA kernel against the NumPy backend (or the CPU maths) on fresh random inputs at realistic sizes,
+2. every CUDA kernel against the NumPy backend (or the CPU maths) on fresh random inputs at realistic sizes,
    as relative errors;
-4. the SGEMM against cuBLAS (``torch.matmul``, fp32, TF32 off) at 1024^3 and 4096^3, and at the shapes a CNN's
-   training step multiplies, in TFLOP/s and % of cuBLAS;
-5. ``time_models``: training throughput of two small CNNs, minicnn on CUDA against PyTorch on CUDA (skipped,
-   saying so, while ``minicnn.Sequential`` cannot be imported).
+3. the SGEMM against cuBLAS (``torch.matmul``, fp32, TF32 off) at 1024^3 and 4096^3, and at the shapes a CNN's
+   training step multiplies, in TFLOP/s and % of cuBLAS; then other tiles and split-K (``--skip sweep``: not);
+4. training throughput of two small CNNs at batch 64, 256 and 1024: minicnn on CUDA against PyTorch on CUDA,
+   timed in turns, and minicnn's CPU path on the same model;
+5. a profile of one training step: kernel launches, what one launch costs, GPU busy time against wall time
+   (PyTorch's profiler sees numba's kernels too), and where Python spends the step (cProfile);
+6. minicnn without its caching allocator, in a child process (``--skip pool``: not);
+7. ``pytest tests/test_cuda.py`` on the real GPU (no simulator).
 
 A short table is printed last; with ``$OUT`` set, ``gpu_check.json`` and ``gpu_check.log`` are written there.
+``--markdown FILE.json`` prints a run's tables as Markdown (``benchmarks/GPU_RESULTS.md``).
 
 Run it from the repository root. On the lent machines (numpy 2.5 there breaks numba-cuda; see GPU.md), with a
 numpy 2.4 wheel carried in ``.whl/``:
@@ -377,7 +381,7 @@ def _time_one_gemm(M, N, K, ta, tb, tile=None, split_k=None):
 
 
 @section("SGEMM vs cuBLAS (fp32, TF32 off)")
-def time_gemm() -> None:
+def time_gemm(with_sweep: bool = True) -> None:
     import torch
 
     from minicnn.kernels.cuda_gemm import Tile, choose_split_k, choose_tile
@@ -416,6 +420,8 @@ def time_gemm() -> None:
         )
     RESULTS["gemm"] = rows
 
+    if not with_sweep:
+        return
     sweep = []  # other tiles and split-K on the square products: is the default the best one here?
     for n, tile, split in SWEEP:
         ours, theirs, err = _time_one_gemm(n, n, n, False, False, tile=Tile(*tile), split_k=split)
@@ -896,12 +902,14 @@ def main() -> int:
     if environment() is None:
         summary()
         return 1
-    check_kernels(smoke)
+    check_kernels(smoke)  # --skip sweep,pool: without the tile sweep and the allocator-off child (a short run)
+    skip = set(sys.argv[sys.argv.index("--skip") + 1].split(",")) if "--skip" in sys.argv else set()
     if not smoke:  # the timings first: they are what this script is for, if time runs out
-        time_gemm()
+        time_gemm(with_sweep="sweep" not in skip)
         time_models()
         profile_steps()
-        pool_on_off()
+        if "pool" not in skip:
+            pool_on_off()
         run_tests()
     RESULTS["seconds"] = round(time.perf_counter() - start, 1)
     summary()
