@@ -1,7 +1,7 @@
 """Device memory that is reused instead of freed: a caching allocator for numba.cuda, as PyTorch's.
 
-Every kernel of a training step writes a fresh array (im2col's cols, a GEMM's output, a gradient...), about a
-hundred per step. With numba's default memory manager each is a ``cuMemAlloc``, and every tenth release is a
+Every kernel of a training step writes a fresh array (im2col's cols, a GEMM's output, a gradient...), dozens
+per step. With numba's default memory manager each is a ``cuMemAlloc``, and every tenth release is a
 batch of ``cuMemFree`` calls, and ``cuMemFree`` waits for the whole GPU to go idle. The GPU then drains its queue
 several times a step, and the time Python spends launching the next kernels is no longer hidden behind the
 kernels still running.
