@@ -144,6 +144,7 @@ def dropout_kernel(x, u, keep, scale, y, mask):
 
 @cuda.jit
 def fill_kernel(a, value):
+    """``a[i] = value`` for every i of a flat array, grid-stride (``zeros`` and the tests use it)."""
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
         a[i] = value
 

@@ -101,6 +101,8 @@ def window_count(i, j, ph, pw, sh, sw, pt, pl, H, W):
 
 @cuda.jit
 def avgpool_forward_kernel(x, ph, pw, sh, sw, pt, pl, out):
+    """One thread per output element ``(n, i, j, c)`` (grid-stride over the flat index): the mean of the real
+    elements of its window. Consecutive threads take consecutive channels of one pixel: neighbouring reads."""
     N, H, W, C = x.shape
     _, Ho, Wo, _ = out.shape
     for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -116,6 +118,8 @@ def avgpool_forward_kernel(x, ph, pw, sh, sw, pt, pl, out):
 
 @cuda.jit
 def avgpool_backward_kernel(dout, ph, pw, sh, sw, pt, pl, dx):
+    """One thread per input element ``(n, h, w, c)`` (grid-stride): it gathers ``dout / count`` from every window
+    that covers it, so overlapping windows need no atomics."""
     N, H, W, C = dx.shape
     _, Ho, Wo, _ = dout.shape
     for e in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
