@@ -412,7 +412,9 @@ def _small_model(device):
 
 
 def _on_device(a) -> bool:
-    return not isinstance(a, np.ndarray) and hasattr(a, "copy_to_host")
+    from minicnn.kernels.cuda import is_device_array
+
+    return is_device_array(a)
 
 
 def test_model_trains_the_same_on_cuda_as_on_cpu(cu):
@@ -426,6 +428,7 @@ def test_model_trains_the_same_on_cuda_as_on_cpu(cu):
     np.testing.assert_allclose(h_gpu["loss"], h_cpu["loss"], rtol=1e-5)
     for layer in gpu.layers:
         assert all(_on_device(p) for p in layer.params.values()), layer.name
+    assert len(gpu.optimizer.state) == 6  # m and v for 3 kernels and 3 biases, all on the device
     assert all(_on_device(a) for state in gpu.optimizer.state.values() for a in state.values())
     for w_gpu, w_cpu in zip(gpu.get_weights(), cpu.get_weights(), strict=True):
         assert relative_error(w_gpu, w_cpu) < 1e-5
