@@ -104,8 +104,9 @@ def _manager_class():
             for ptr in self.pool.drain():
                 drv.driver.cuMemFree(ptr)
 
-        def reset(self):
+        def reset(self):  # the context is being reset: its pointers die with it
             self.empty_cache()
+            self.pool = FreeLists()  # arrays released later return their dead pointers to the old lists, not here
             super().reset()
 
     return CachingMemoryManager
