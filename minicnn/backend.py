@@ -12,6 +12,9 @@ A backend is a plain namespace of functions with the signatures of ``minicnn.ker
 ``asarray(x, dtype)``, ``to_numpy(a)``, ``zeros``           moving arrays to and from the device
 ==========================================================  ============================================================
 
+A backend may also list ``fused_activations``: activations its ``conv2d_forward(..., activation=name)`` applies
+itself, block by block after the bias, with ``y`` as the activation's cache (the CPU engine fuses ReLU).
+
 plus the losses and optimizer updates of ``kernels.losses`` and ``kernels.updates``. Layers, losses and optimizers
 call only these, so the same layer code runs on every backend; only the ``cuda`` backend needs ``numba-cuda``.
 """
@@ -38,6 +41,7 @@ def _host_common() -> dict:
         return x * mask, mask
 
     return dict(
+        fused_activations=(),  # activations that conv2d_forward(..., activation=name) applies itself
         asarray=lambda x, dtype=np.float32: np.ascontiguousarray(x, dtype=dtype),
         to_numpy=np.asarray,
         zeros=np.zeros,
@@ -77,6 +81,7 @@ def _build(name: str) -> types.SimpleNamespace:
     ns.update({k: getattr(module, k) for k in _KERNEL_NAMES})
     # an engine may bring its own compiled activations (cpu.py does, for ReLU)
     ns.update({k: getattr(module, k) for k in ("activation_forward", "activation_backward") if hasattr(module, k)})
+    ns["fused_activations"] = getattr(module, "FUSED_ACTIVATIONS", ())
     return types.SimpleNamespace(name=name, **ns)
 
 

@@ -55,22 +55,33 @@ def test_conv_matches_reference(engine, case):
 
 @pytest.mark.parametrize("path", ["im2col_taps", "im2col"])
 @settings(max_examples=25, deadline=None)
-@given(case=conv_case(), chunk_bytes=st.integers(1, 4000), need_dx=st.booleans(), dtype=st.sampled_from(["f4", "f8"]))
-def test_numba_conv_paths_match_reference(path, case, chunk_bytes, need_dx, dtype):
+@given(
+    case=conv_case(),
+    chunk_bytes=st.integers(1, 4000),
+    need_dx=st.booleans(),
+    dtype=st.sampled_from(["f4", "f8"]),
+    epilogue=st.sampled_from([None, "relu", "no bias"]),
+)
+def test_numba_conv_paths_match_reference(path, case, chunk_bytes, need_dx, dtype, epilogue):
     # The Numba engine builds cols two ways: one row per output pixel (im2col) or, for short patches, one row per
-    # kernel tap (im2col_taps). Force each in turn, with blocks small enough that most batches need several.
+    # kernel tap (im2col_taps). Force each in turn, with blocks small enough that most batches need several; and
+    # its epilogue adds the bias and, fused, the ReLU, or neither.
     N, H, W, C, F, kh, kw, stride, pad, seed = case
     rng = np.random.default_rng(seed)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((N, H, W, C), (kh, kw, C, F), (F,)))
+    b = None if epilogue == "no bias" else b
+    activation = "relu" if epilogue == "relu" else None
     saved = cpu.SHORT_PATCH, cpu.CHUNK_BYTES
     cpu.SHORT_PATCH, cpu.CHUNK_BYTES = (10**6 if path == "im2col_taps" else 0), chunk_bytes
     try:
-        out, cache = cpu.conv2d_forward(x, w, b, stride, pad)
+        out, cache = cpu.conv2d_forward(x, w, b, stride, pad, activation=activation)
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx, dw, db = cpu.conv2d_backward(dout, cache, need_dx)
     finally:
         cpu.SHORT_PATCH, cpu.CHUNK_BYTES = saved
     ref_out, ref_cache = reference.conv2d_forward(x, w, b, stride, pad)
+    if activation == "relu":
+        ref_out = np.maximum(ref_out, 0)
     ref_dx, ref_dw, ref_db = reference.conv2d_backward(dout, ref_cache)
     tol = TOL if dtype == "f4" else 1e-12
     assert out.dtype == np.dtype(dtype) and dw.dtype == np.dtype(dtype)
@@ -94,7 +105,10 @@ def test_numba_dx_as_a_convolution_matches_reference(C, k):
     dout = rng.standard_normal(out.shape)
     ref_out, ref_cache = reference.conv2d_forward(x, w, None, (1, 1), pad)
     assert relative_error(out, ref_out) < 1e-12
-    assert relative_error(cpu.conv2d_backward(dout, cache)[0], reference.conv2d_backward(dout, ref_cache)[0]) < 1e-12
+    assert cpu._dx_is_a_convolution(x.shape, w.shape, dout.shape, (1, 1), pad)
+    # dx and dw both come from the one im2col of dout (_conv_dx_dw)
+    for got, want in zip(cpu.conv2d_backward(dout, cache), reference.conv2d_backward(dout, ref_cache), strict=True):
+        assert relative_error(got, want) < 1e-12
 
 
 @pytest.mark.parametrize("engine", FAST)
@@ -226,6 +240,8 @@ def test_compiled_activations_match_numpy(name, dtype):
     y, cache = cpu.activation_forward(name, z)
     y_ref, cache_ref = activations.activation_forward(name, z)
     np.testing.assert_array_equal(y, y_ref)
-    np.testing.assert_array_equal(
-        cpu.activation_backward(name, dout, cache), activations.activation_backward(name, dout, cache_ref)
-    )
+    want = activations.activation_backward(name, dout, cache_ref)
+    np.testing.assert_array_equal(cpu.activation_backward(name, dout, cache), want)
+    # in place (what a model does with the gradients it owns): the same numbers, written over dout
+    got = cpu.activation_backward(name, dout.copy(), cache, overwrite_dout=True)
+    np.testing.assert_array_equal(got, want)

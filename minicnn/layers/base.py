@@ -172,6 +172,12 @@ class LinearActivationLayer(Layer):
         self.cache = (linear_cache, act_cache, z if keep_z else None)
         return y
 
+    def activated(self, y, linear_cache):
+        """As ``activate``, for a ``y`` the engine has already put through the activation (a fused one: ReLU, whose
+        derivative reads only ``y``)."""
+        self.cache = (linear_cache, y, None)
+        return y
+
     def activation_backward(self, dout, skip_activation: bool):
         """dL/dz from dL/dy, and the linear kernel's cache. ``skip_activation``: dout already is dL/dz."""
         linear_cache, act_cache, _ = self.cache

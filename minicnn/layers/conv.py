@@ -82,6 +82,11 @@ class Conv2D(LinearActivationLayer):
 
     def forward(self, x, training=False):
         b = self.params.get("bias")
+        if self.activation in self.backend.fused_activations:  # bias + ReLU while each block is in cache
+            y, conv_cache = self.backend.conv2d_forward(
+                x, self.params["kernel"], b, self.strides, self.pad, activation=self.activation
+            )
+            return self.activated(y, conv_cache)
         z, conv_cache = self.backend.conv2d_forward(x, self.params["kernel"], b, self.strides, self.pad)
         return self.activate(z, conv_cache)
 
