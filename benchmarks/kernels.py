@@ -181,7 +181,7 @@ def run(quick: bool = False, with_torch: bool = True, thread_counts=None, log=pr
         for n_threads in thread_counts:
             efficiency = timing.parallel_efficiency() if n_threads > 1 else None
             with timing.threads(n_threads):
-                times = timing.interleaved(callables, repeats)
+                times = timing.interleaved(callables, repeats, settled=n_threads > 1)
             row = {
                 "model": case.model,
                 "layer": case.label,

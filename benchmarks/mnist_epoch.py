@@ -1,8 +1,10 @@
 """One epoch of model R on real MNIST: minicnn against PyTorch, in one run, then test accuracy of both.
 
 Both start from the same weights (minicnn's initial weights copied into the PyTorch model) and see the same
-batches of 64 in the same shuffled order, with Adam (learning rate 1e-3) on all cores. The two take turns batch
-by batch (minicnn, PyTorch, then PyTorch, minicnn, ...), so whatever else loads the machine loads both alike. Each
+batches of 64 in the same shuffled order, with Adam (learning rate 1e-3) on all cores. The two take turns, TURN
+batches at a time (minicnn, PyTorch, then PyTorch, minicnn, ...), so whatever else loads the machine loads both
+alike; before each turn ``timing.settle()`` sends the other's thread pools to sleep (see ``timing``: taking turns
+batch by batch, each framework ran next to the other's spinning threads). Each
 timed step includes gathering its batch from that framework's copy of the data (NHWC float32 for minicnn, an NCHW
 tensor for PyTorch) and a full ``train_on_batch`` / optimizer step; shuffling and progress bars are left out of
 both. Samples/s = training samples / summed step seconds. Accuracy: argmax of each model on the 10,000 test images.
@@ -25,6 +27,7 @@ from .frameworks import minicnn_model, torch_model
 from .specs import MODELS
 
 BATCH = 64
+TURN = 20  # batches per turn: the first batch of a turn starts its framework's threads again (about 2 ms)
 
 
 IDX_FILES = {
@@ -86,7 +89,7 @@ def copy_weights_to_torch(model, net) -> None:
 
 
 def run(quick: bool = False, log=print) -> dict:
-    """Train one epoch of R with both frameworks, interleaved by batch; returns samples/s and accuracies."""
+    """Train one epoch of R with both frameworks, taking turns; returns samples/s and accuracies."""
     try:
         import torch
     except ImportError as e:
@@ -126,13 +129,15 @@ def run(quick: bool = False, log=print) -> dict:
     order = np.random.default_rng(0).permutation(len(x))
     seconds = {"minicnn": 0.0, "torch": 0.0}
     steps = {"minicnn": minicnn_step, "torch": torch_step}
+    batches = [np.sort(order[start : start + BATCH]) for start in range(0, len(x), BATCH)]
     with timing.threads(n_threads):
-        for k, start in enumerate(range(0, len(x), BATCH)):
-            idx = np.sort(order[start : start + BATCH])
+        for k, first in enumerate(range(0, len(batches), TURN)):
             for name in ("minicnn", "torch") if k % 2 == 0 else ("torch", "minicnn"):
-                t0 = time.perf_counter()
-                steps[name](idx)
-                seconds[name] += time.perf_counter() - t0
+                timing.settle()
+                for idx in batches[first : first + TURN]:
+                    t0 = time.perf_counter()
+                    steps[name](idx)
+                    seconds[name] += time.perf_counter() - t0
     efficiency_after = timing.parallel_efficiency()
 
     x_eval = (x_test.astype(np.float32) / 255)[..., None]
@@ -145,6 +150,7 @@ def run(quick: bool = False, log=print) -> dict:
         "samples": len(x),
         "test_samples": len(x_test),
         "batch": BATCH,
+        "turn": TURN,
         "threads": n_threads,
         "efficiency_before": efficiency_before,
         "efficiency_after": efficiency_after,

@@ -44,8 +44,9 @@ def run(quick: bool = False, unavailable: dict | None = None, thread_counts=None
         for n_threads in thread_counts:
             efficiency = timing.parallel_efficiency() if n_threads > 1 else None
             with timing.threads(n_threads):
-                train = timing.interleaved({fw: r.train_step for fw, r in runners.items()}, repeats, warmup)
-                infer = timing.interleaved({fw: r.predict for fw, r in runners.items()}, repeats, warmup)
+                settled = n_threads > 1
+                train = timing.interleaved({fw: r.train_step for fw, r in runners.items()}, repeats, warmup, settled)
+                infer = timing.interleaved({fw: r.predict for fw, r in runners.items()}, repeats, warmup, settled)
             row = {
                 "model": name,
                 "batch": batch,

@@ -73,7 +73,8 @@ def kernels_section(k: dict) -> list[str]:
         "PyTorch: the faster of NCHW and channels-last (`cl`). Loop reference: timed on "
         f"N={s['reference_batch']} and scaled to the batch (it is linear in N), single-threaded, only where one "
         f"sample takes under {s['reference_budget_macs']:.0e} multiply-adds. Ratios: time / PyTorch's time "
-        "(above 1 = slower than PyTorch).",
+        "(above 1 = slower than PyTorch). On more than one thread each timed call starts on settled thread pools "
+        "after one untimed call (see `benchmarks/timing.py`).",
         "",
     ]
     if not s.get("with_torch", True):
@@ -179,7 +180,9 @@ def models_section(m: dict, peak: dict) -> list[str]:
         "inference = one forward pass over the inference batch. Medians of "
         f"{s['repeats']} interleaved repeats after {s['warmup']} warm-up. GFLOP/s counts conv and Dense FLOPs "
         "(backward = 2 x forward); '% peak' is against the GEMM peak on the same threads. Ratios: samples/s / "
-        "PyTorch's (below 1 = slower than PyTorch). PyTorch: the faster of NCHW and channels-last, per column.",
+        "PyTorch's (below 1 = slower than PyTorch). PyTorch: the faster of NCHW and channels-last, per column. "
+        "On more than one thread each timed call starts on settled thread pools after one untimed call (see "
+        "`benchmarks/timing.py`).",
         "",
     ]
     order = ["minicnn", "torch_best", "keras", "naive"]
@@ -295,7 +298,8 @@ def mnist_section(e: dict) -> list[str]:
     what = "A partial epoch (quick run)" if e["partial_epoch"] else "One epoch"
     lines += [
         f"{what}: {e['samples']} training images, batch {e['batch']}, Adam, {e['threads']} threads, the same "
-        "initial weights and batch order, the two frameworks taking turns batch by batch. Test accuracy on "
+        f"initial weights and batch order, the two frameworks taking turns of {e.get('turn', 1)} batches, each turn "
+        "starting on settled threads (see `benchmarks/timing.py`). Test accuracy on "
         f"{e['test_samples']} images. 2-thread efficiency probe before / after: {fmt(e['efficiency_before'], 2)} / "
         f"{fmt(e['efficiency_after'], 2)}.",
         "",

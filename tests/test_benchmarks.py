@@ -205,3 +205,19 @@ def test_gpu_check_smoke_under_the_simulator(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     n = len(results["kernels"])
     assert f"{n}/{n} within tolerance" in done.stdout
+
+
+def test_settled_turns_call_each_contender_once_untimed_and_blas_still_works():
+    from benchmarks import timing
+
+    calls = []
+    times = timing.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, 1, True)
+    # warm-up a, b; then each timed call follows an untimed one of the same contender
+    assert calls == ["a", "b", "a", "a", "b", "b", "b", "b", "a", "a"]
+    assert [len(v) for v in times.values()] == [2, 2]
+    # settle() stops OpenBLAS's threads (where NumPy uses OpenBLAS); the next product starts them again, correctly
+    a = np.random.default_rng(0).random((300, 300))
+    before = a @ a
+    with timing.threads(timing.cores()):
+        timing.settle()
+        np.testing.assert_array_equal(a @ a, before)
