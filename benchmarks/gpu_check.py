@@ -246,6 +246,8 @@ def check_kernels(smoke: bool = False) -> None:
         out, dcache = bk.conv2d_forward(bk.asarray(x), bk.asarray(w), bk.asarray(bias), stride, pad)
         tag = f"conv2d {x_shape} k{k} s{stride[0]} {padding}"
         record(tag + " fwd", out, want)
+        fused = bk.conv2d_forward(bk.asarray(x), bk.asarray(w), bk.asarray(bias), stride, pad, activation="relu")[0]
+        record(tag + " fwd + relu", fused, np.maximum(want, 0))
         dout = r(*want.shape)
         for name, got, ref in zip(
             ("dx", "dw", "db"),
@@ -260,6 +262,8 @@ def check_kernels(smoke: bool = False) -> None:
     want, cache = cpu.dense_forward(x, w, bias)
     out, dcache = bk.dense_forward(bk.asarray(x), bk.asarray(w), bk.asarray(bias))
     record(f"dense {n}x{d} -> {m} fwd", out, want)
+    fused = bk.dense_forward(bk.asarray(x), bk.asarray(w), bk.asarray(bias), activation="relu")[0]
+    record(f"dense {n}x{d} -> {m} fwd + relu", fused, np.maximum(want, 0))
     dout = r(n, m)
     for name, got, ref in zip(
         ("dx", "dw", "db"), bk.dense_backward(bk.asarray(dout), dcache), cpu.dense_backward(dout, cache), strict=True

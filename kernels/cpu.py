@@ -484,6 +484,13 @@ def activation_backward(name, dout, cache, overwrite_dout=False):
     return dx
 
 
-# A dense layer is one GEMM: BLAS does it best, so the NumPy versions are the fast ones too.
-dense_forward = gemm.dense_forward
+# A dense layer is one GEMM: BLAS does it best, so the NumPy version is the fast one too; the forward pass adds
+# the fused epilogue.
+def dense_forward(x, w, b, activation=None):
+    """x: (N, D), w: (D, M), b: (M,) or None -> out: (N, M) = x @ w + b, then ReLU if ``activation='relu'``."""
+    out = x @ w
+    _epilogue(out, b, activation)
+    return out, (x, w)
+
+
 dense_backward = gemm.dense_backward

@@ -95,7 +95,7 @@ def make_backend() -> types.SimpleNamespace:
     }
     ns = {name: _host_arrays_to_device(f) for name, f in kernels.items()}
     ns.update(
-        fused_activations=(),
+        fused_activations=cuda_conv.FUSED_ACTIVATIONS,
         asarray=asarray,
         to_numpy=to_numpy,
         zeros=cuda_elementwise.zeros,

@@ -3,7 +3,7 @@
 The same picture as ``im2col.py``, with every step a kernel and every array on the device:
 
     forward   cols = im2col(x)                 (N*Ho*Wo, kh*kw*C)
-              out  = cols @ w + b              one SGEMM, bias added in its epilogue -> (N, Ho, Wo, F)
+              out  = cols @ w + b              one SGEMM, bias (and ReLU) in its epilogue -> (N, Ho, Wo, F)
     backward  dw   = cols^T @ dout             SGEMM 'tn' (split-K: K = N*Ho*Wo is long, dw is small)
               dcols = dout @ w^T               SGEMM 'nt'
               dx   = col2im(dcols)             adds overlapping patches back
@@ -118,8 +118,19 @@ def _is_pointwise(kh, kw, stride, pad) -> bool:
     return (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pad)
 
 
-def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
-    """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache"""
+def _relu(activation) -> bool:
+    """Whether a fused activation is asked for: only ReLU is (``FUSED_ACTIVATIONS``)."""
+    if activation not in (None, "linear", "relu"):
+        raise ValueError(f"cuda engine: fused activation must be one of {FUSED_ACTIVATIONS}; got {activation!r}")
+    return activation == "relu"
+
+
+FUSED_ACTIVATIONS = ("relu",)  # applied in the GEMM's epilogue: one kernel launch fewer per layer
+
+
+def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), activation=None):
+    """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache.
+    ``activation='relu'``: out = max(conv + b, 0), in the same GEMM."""
     N, H, W, C = x.shape
     kh, kw, _, F = w.shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
@@ -127,7 +138,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
         cols = x.reshape(N * H * W, C)
     else:
         cols = im2col(x, kh, kw, stride, pad)
-    out = gemm(cols, w.reshape(kh * kw * C, F), bias=b)
+    out = gemm(cols, w.reshape(kh * kw * C, F), bias=b, relu=_relu(activation))
     return out.reshape(N, Ho, Wo, F), (x.shape, cols, w, stride, pad)
 
 
@@ -147,9 +158,10 @@ def conv2d_backward(dout, cache, need_dx=True):
     return dx, dw, column_sums(dout2)
 
 
-def dense_forward(x, w, b):
-    """``out = x @ w + b``, the bias added in the GEMM's epilogue.   x: (N, D), w: (D, M), b: (M,) or None"""
-    return gemm(x, w, bias=b), (x, w)
+def dense_forward(x, w, b, activation=None):
+    """``out = x @ w + b``, the bias (and ``activation='relu'``) in the GEMM's epilogue.
+    x: (N, D), w: (D, M), b: (M,) or None"""
+    return gemm(x, w, bias=b, relu=_relu(activation)), (x, w)
 
 
 def dense_backward(dout, cache, need_dx=True):

@@ -88,9 +88,9 @@ def choose_split_k(M: int, N: int, K: int, tile: Tile) -> int:
 
 
 @functools.cache
-def sgemm_kernel(tile: Tile, trans_a: bool, trans_b: bool, with_bias: bool):
-    """Compile-time specialisation: tile sizes, transposes and the bias are constants of the kernel, so loops
-    over ``TM``, ``TN`` and the loads unroll and the accumulators live in registers.
+def sgemm_kernel(tile: Tile, trans_a: bool, trans_b: bool, with_bias: bool, relu: bool = False):
+    """Compile-time specialisation: tile sizes, transposes, the bias and the ReLU of the epilogue are constants of
+    the kernel, so loops over ``TM``, ``TN`` and the loads unroll and the accumulators live in registers.
 
     The loads are *prefetched*: while the block multiplies the slabs in shared memory, each thread already has
     the global loads of the next slabs in flight, into registers (``a_next``, ``b_next``), and stores them to
@@ -190,17 +190,20 @@ def sgemm_kernel(tile: Tile, trans_a: bool, trans_b: bool, with_bias: bool):
             for j in range(TN):
                 n = n0 + tc + j * CS
                 if m < M and n < N:
+                    v = acc[i, j]
                     if with_bias:
-                        c[z, m, n] = acc[i, j] + bias[n]
-                    else:
-                        c[z, m, n] = acc[i, j]
+                        v += bias[n]
+                    if relu:  # the layer's activation, applied on the way out: no kernel of its own
+                        v = max(v, float32(0))
+                    c[z, m, n] = v
 
     return sgemm
 
 
 @cuda.jit
-def sum_splits(parts, bias, out, with_bias):
-    """``out[m, n] = sum_z parts[z, m, n] (+ bias[n])``: grid-stride over the M*N outputs, one thread per output,
+def sum_splits(parts, bias, out, with_bias, relu):
+    """``out[m, n] = sum_z parts[z, m, n] (+ bias[n])``, then max(., 0) if ``relu``: grid-stride over the M*N
+    outputs, one thread per output,
     so each thread reads its S parts at stride M*N and neighbouring threads read neighbouring words."""
     S, M, N = parts.shape
     for e in range(cuda.grid(1), M * N, cuda.gridsize(1)):
@@ -210,6 +213,8 @@ def sum_splits(parts, bias, out, with_bias):
             total += parts[z, m, n]
         if with_bias:
             total += bias[n]
+        if relu:
+            total = max(total, float32(0))
         out[m, n] = total
 
 
@@ -218,8 +223,9 @@ def _no_bias():
     return cuda.device_array(1, dtype=np.float32)
 
 
-def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, tile=None, split_k=None):
-    """``out = op(a) @ op(b) (+ bias)`` on the device; ``op`` transposes where asked, without copying.
+def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, tile=None, split_k=None, relu=False):
+    """``out = op(a) @ op(b) (+ bias)`` on the device, then ``max(out, 0)`` if ``relu``; ``op`` transposes where
+    asked, without copying.
 
     a: (M, K) or, with ``trans_a``, (K, M); b: (K, N) or, with ``trans_b``, (N, K); bias: (N,) or None
     -> out: (M, N) float32 (allocated unless given). ``tile`` and ``split_k`` default to ``choose_tile`` and
@@ -239,11 +245,11 @@ def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, tile=None, spl
     with_bias = bias is not None
     bias = bias if with_bias else _no_bias()
     if S == 1:
-        sgemm_kernel(tile, bool(trans_a), bool(trans_b), with_bias)[grid, tile.threads](
+        sgemm_kernel(tile, bool(trans_a), bool(trans_b), with_bias, bool(relu))[grid, tile.threads](
             a, b, bias, out.reshape(1, M, N), K, k_chunk
         )
         return out
     parts = cuda.device_array((S, M, N), dtype=np.float32)
     sgemm_kernel(tile, bool(trans_a), bool(trans_b), False)[grid, tile.threads](a, b, bias, parts, K, k_chunk)
-    sum_splits[grid_1d(M * N)](parts, bias, out, with_bias)
+    sum_splits[grid_1d(M * N)](parts, bias, out, with_bias, bool(relu))
     return out

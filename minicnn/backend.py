@@ -12,8 +12,9 @@ A backend is a plain namespace of functions with the signatures of ``minicnn.ker
 ``asarray(x, dtype)``, ``to_numpy(a)``, ``zeros``           moving arrays to and from the device
 ==========================================================  ============================================================
 
-A backend may also list ``fused_activations``: activations its ``conv2d_forward(..., activation=name)`` applies
-itself, block by block after the bias, with ``y`` as the activation's cache (the CPU engine fuses ReLU).
+A backend may also list ``fused_activations``: activations its ``conv2d_forward`` and ``dense_forward`` apply
+themselves when passed ``activation=name``, right after the bias, with ``y`` as the activation's cache (the CPU
+and CUDA engines fuse ReLU).
 
 plus the losses and optimizer updates of ``kernels.losses`` and ``kernels.updates``. Layers, losses and optimizers
 call only these, so the same layer code runs on every backend; only the ``cuda`` backend needs ``numba-cuda``.

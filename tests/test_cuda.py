@@ -152,6 +152,32 @@ def test_gemm_gpu_tiles(cu, tile):
     check(cu, got, a @ b.T + bias, f"gemm {tile}")
 
 
+@pytest.mark.parametrize("split_k", [None, 3])
+def test_gemm_relu_epilogue(cu, split_k):
+    """ReLU after the bias, in the GEMM's epilogue (or in the kernel that sums the split-K parts)."""
+    rng = np.random.default_rng(8)
+    M, N, K = 23, 9, 70
+    a, b, bias = rand(rng, M, K), rand(rng, K, N), rand(rng, N)
+    bk = cu.backend
+    got = cu.gemm.gemm(bk.asarray(a), bk.asarray(b), bias=bk.asarray(bias), split_k=split_k, relu=True)
+    want = np.maximum(a @ b + bias, 0)
+    assert (want == 0).any() and (want > 0).any()
+    check(cu, got, want, "gemm + relu")
+
+
+def test_fused_relu_conv_and_dense_match_reference(cu):
+    rng = np.random.default_rng(9)
+    bk = cu.backend
+    assert "relu" in bk.fused_activations
+    x, w, b = rand(rng, 2, 5, 6, 3), rand(rng, 3, 3, 3, 4), rand(rng, 4)
+    pad = padding_amounts(5, 6, 3, 3, (1, 1), "same")
+    out, _ = bk.conv2d_forward(bk.asarray(x), bk.asarray(w), bk.asarray(b), (1, 1), pad, activation="relu")
+    check(cu, out, np.maximum(reference.conv2d_forward(x, w, b, (1, 1), pad)[0], 0), "conv2d + relu")
+    x, w = rand(rng, 7, 5), rand(rng, 5, 6)
+    out, _ = bk.dense_forward(bk.asarray(x), bk.asarray(w), None, activation="relu")
+    check(cu, out, np.maximum(x @ w, 0), "dense + relu")
+
+
 def test_column_sums_two_passes(cu):
     rng = np.random.default_rng(4)
     x = rand(rng, 40, 11)  # enough rows for two row-blocks, columns past one block
@@ -349,10 +375,10 @@ from minicnn.kernels import cuda_conv, cuda_elementwise as ew, cuda_gemm, cuda_l
 from minicnn.kernels import cuda_updates as up
 f1, f2, f4, I, F, B = t.float32[::1], t.float32[:, ::1], t.float32[:, :, :, ::1], t.int64, t.float32, t.boolean
 i4, lab = t.int32[:, :, :, ::1], t.int64[:, :]
-jobs = [(cuda_gemm.sgemm_kernel(cuda_gemm.LARGE, ta, tb, bias), (f2, f2, f1, t.float32[:, :, ::1], I, I))
-        for ta, tb, bias in [(False, False, True), (False, True, False), (True, False, False)]]
+jobs = [(cuda_gemm.sgemm_kernel(cuda_gemm.LARGE, *map(bool, flags)), (f2, f2, f1, t.float32[:, :, ::1], I, I))
+        for flags in [(0, 0, 1, 1), (0, 1, 0, 0), (1, 0, 0, 0)]]  # trans_a, trans_b, bias, relu
 jobs += [
-    (cuda_gemm.sum_splits, (t.float32[:, :, ::1], f1, f2, B)), (cuda_reduce.column_sums_kernel, (f2, f2)),
+    (cuda_gemm.sum_splits, (t.float32[:, :, ::1], f1, f2, B, B)), (cuda_reduce.column_sums_kernel, (f2, f2)),
     (cuda_conv.im2col_kernel, (f4, I, I, I, I, I, I, I, I, f2)),
     (cuda_conv.col2im_kernel, (f2, I, I, I, I, I, I, I, I, f4)),
     (cuda_pool.maxpool_forward_kernel, (f4, I, I, I, I, I, I, f4, i4)),

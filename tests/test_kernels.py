@@ -220,6 +220,19 @@ def test_dense_matches_reference(engine, N, D, M, seed):
         assert relative_error(got, want) < TOL
 
 
+@settings(max_examples=20, deadline=None)
+@given(N=st.integers(1, 4), D=st.integers(1, 9), M=st.integers(1, 9), bias=st.booleans(), seed=st.integers(0, 999))
+def test_numba_dense_fused_relu_matches_reference(N, D, M, bias, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((N, D), (D, M), (M,)))
+    b = b if bias else None
+    out, _ = cpu.dense_forward(x, w, b, activation="relu")
+    assert relative_error(out, np.maximum(reference.dense_forward(x, w, b)[0], 0)) < TOL
+    assert "relu" in cpu.FUSED_ACTIVATIONS
+    with pytest.raises(ValueError, match="fused activation"):
+        cpu.dense_forward(x, w, b, activation="tanh")
+
+
 @pytest.mark.parametrize("engine", [reference, im2col, cpu])
 def test_float64_stays_float64(engine):
     x = np.random.default_rng(0).standard_normal((2, 5, 5, 2))

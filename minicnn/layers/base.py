@@ -172,6 +172,10 @@ class LinearActivationLayer(Layer):
         self.cache = (linear_cache, act_cache, z if keep_z else None)
         return y
 
+    def fuses_activation(self) -> bool:
+        """Whether the engine applies this layer's activation itself, in the epilogue of its kernel."""
+        return self.activation in self.backend.fused_activations
+
     def activated(self, y, linear_cache):
         """As ``activate``, for a ``y`` the engine has already put through the activation (a fused one: ReLU, whose
         derivative reads only ``y``)."""

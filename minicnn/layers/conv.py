@@ -82,7 +82,7 @@ class Conv2D(LinearActivationLayer):
 
     def forward(self, x, training=False):
         b = self.params.get("bias")
-        if self.activation in self.backend.fused_activations:  # bias + ReLU while each block is in cache
+        if self.fuses_activation():  # bias + ReLU in the kernel's epilogue
             y, conv_cache = self.backend.conv2d_forward(
                 x, self.params["kernel"], b, self.strides, self.pad, activation=self.activation
             )

@@ -55,6 +55,11 @@ class Dense(LinearActivationLayer):
         return (self.units,)
 
     def forward(self, x, training=False):
+        if self.fuses_activation():  # bias + ReLU in the kernel's epilogue
+            y, dense_cache = self.backend.dense_forward(
+                x, self.params["kernel"], self.params.get("bias"), activation=self.activation
+            )
+            return self.activated(y, dense_cache)
         z, dense_cache = self.backend.dense_forward(x, self.params["kernel"], self.params.get("bias"))
         return self.activate(z, dense_cache)
 
