@@ -1516,22 +1516,29 @@ def lesson_07() -> list[dict]:
         md("""
         ## How to time
 
-        Four rules; `benchmarks/timing.py` follows the first three:
+        Five rules; `benchmarks/timing.py` follows the first four:
 
         1. **Warm up first.** The first call of a Numba function loads or compiles its machine code, and the first
            call of anything fills caches and allocates memory: it is not what the next thousand calls cost.
         2. **Repeat, and take the median.** One timing is at the mercy of whatever else the machine does.
         3. **Interleave.** Time contender A, then B, then C, then A again, rather than all of A then all of B, so
            that a slow minute (another program, a CPU slowing down as it heats) hurts every contender alike.
-        4. **Keep the machine quiet.** Programs competing for the cores, or two thread pools of one program
+        4. **Let the last contender's threads go to sleep.** A thread pool keeps its workers spinning for a while
+           after each parallel call, in case more work comes: OpenBLAS's (NumPy's BLAS) for about a tenth of a
+           second, PyTorch's for about 10 ms. Taking turns on several threads, each contender would share its cores
+           with the previous one's spinning threads (PyTorch trained half as fast right after minicnn's turns in one
+           run on 2 cores). `timing.settle()` sends the pools to sleep, and one untimed call wakes the contender's own.
+        5. **Keep the machine quiet.** Programs competing for the cores, or two thread pools of one program
            competing with each other (Numba's and the BLAS library's, say), can scramble a ranking entirely. If the
            numbers below look odd, close other programs and run the cells again.
         """),
         code("""
         def median_seconds(contenders, repeats):
-            \"\"\"{name: callable} -> {name: median seconds}, interleaved, after one warm-up call each.\"\"\"
+            \"\"\"{name: callable} -> {name: median seconds}, interleaved, after one warm-up call each; on
+            several cores each timed call starts on settled thread pools (rule 4).\"\"\"
             if timing is not None:
-                return {name: timing.median(t) for name, t in timing.interleaved(contenders, repeats).items()}
+                runs = timing.interleaved(contenders, repeats, 1, settled=timing.cores() > 1)
+                return {name: timing.median(t) for name, t in runs.items()}
             times = {name: [] for name in contenders}
             for f in contenders.values():
                 f()
