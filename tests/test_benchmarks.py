@@ -81,6 +81,19 @@ def test_quick_run_writes_every_section(quick_run):
     assert (out / "results.json").exists()
 
 
+def test_quick_report_weighs_every_target(quick_run):
+    _, out = quick_run
+    text = (out / "report.md").read_text()
+    assert "## Against the targets" in text
+    rows = next(t for t in tables(text) if t and "met" in t[0])
+    figures = {r["figure"] for r in rows}
+    if torch_available():
+        assert {f"{m} training ÷ PyTorch" for m in ("S", "R", "C")} <= figures
+    assert any(f.startswith("cold start") for f in figures)
+    for r in rows:
+        assert r["met"] in ("yes", "**no**") and number(r["this run"]) is not None
+
+
 def test_quick_report_tables_hold_numbers(quick_run):
     _, out = quick_run
     report = (out / "report.md").read_text()
