@@ -111,8 +111,7 @@ def _im2col(x, kh, kw, sh, sw, pt, pl, Ho, Wo, cols):
 def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0), out=None):
     """As ``im2col.im2col``, x: (N, H, W, C) -> cols: (N*Ho*Wo, kh*kw*C), compiled: each kernel row of a patch is
     one run of kw*C contiguous numbers, and padding is written as zeros rather than materialised (NumPy's version
-    pads a copy of the input first, then copies again through a strided view: 2.5x slower on C=32 blocks).
-    ``nogil``: two threads can build their own blocks at once."""
+    pads a copy of the input first, then copies again through a strided view: 2.5x slower on C=32 blocks)."""
     N, H, W, C = x.shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     cols = np.empty((N * Ho * Wo, kh * kw * C), x.dtype) if out is None else out.reshape(N * Ho * Wo, kh * kw * C)
@@ -454,8 +453,8 @@ def _relu_backward(dout, y, dx):
 
 # In place, ``_relu_backward(dout, y, dout)`` would be the same maths, but dx and dout are then the same array and
 # the compiler, which must allow for that, gives up vectorising: one branch per element, mispredicted half the time
-# on real gradients (7.6 ms against 0.27 ms for the MNIST model's first layer). A loop that writes only the array it
-# reads keeps the vector select.
+# when the signs are random (7.6 ms against 0.27 ms at the size of the MNIST model's first layer). A loop that
+# writes only the array it reads keeps the vector select.
 @njit(cache=True, parallel=PARALLEL)
 def _relu_backward_inplace(dout, y):
     for k in prange(dout.size):
