@@ -118,14 +118,14 @@ def _is_pointwise(kh, kw, stride, pad) -> bool:
     return (kh, kw) == (1, 1) and tuple(stride) == (1, 1) and not any(pad)
 
 
+FUSED_ACTIVATIONS = ("relu",)  # applied in the GEMM's epilogue: one kernel launch fewer per layer
+
+
 def _relu(activation) -> bool:
     """Whether a fused activation is asked for: only ReLU is (``FUSED_ACTIVATIONS``)."""
     if activation not in (None, "linear", "relu"):
         raise ValueError(f"cuda engine: fused activation must be one of {FUSED_ACTIVATIONS}; got {activation!r}")
     return activation == "relu"
-
-
-FUSED_ACTIVATIONS = ("relu",)  # applied in the GEMM's epilogue: one kernel launch fewer per layer
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), activation=None):

@@ -203,8 +203,8 @@ def sgemm_kernel(tile: Tile, trans_a: bool, trans_b: bool, with_bias: bool, relu
 @cuda.jit
 def sum_splits(parts, bias, out, with_bias, relu):
     """``out[m, n] = sum_z parts[z, m, n] (+ bias[n])``, then max(., 0) if ``relu``: grid-stride over the M*N
-    outputs, one thread per output,
-    so each thread reads its S parts at stride M*N and neighbouring threads read neighbouring words."""
+    outputs, one thread per output, so each thread reads its S parts at stride M*N and neighbouring threads read
+    neighbouring words."""
     S, M, N = parts.shape
     for e in range(cuda.grid(1), M * N, cuda.gridsize(1)):
         m, n = e // N, e % N

@@ -12,12 +12,12 @@ A backend is a plain namespace of functions with the signatures of ``minicnn.ker
 ``asarray(x, dtype)``, ``to_numpy(a)``, ``zeros``           moving arrays to and from the device
 ==========================================================  ============================================================
 
-A backend may also list ``fused_activations``: activations its ``conv2d_forward`` and ``dense_forward`` apply
-themselves when passed ``activation=name``, right after the bias, with ``y`` as the activation's cache (the CPU
-and CUDA engines fuse ReLU).
-
 plus the losses and optimizer updates of ``kernels.losses`` and ``kernels.updates``. Layers, losses and optimizers
 call only these, so the same layer code runs on every backend; only the ``cuda`` backend needs ``numba-cuda``.
+
+``fused_activations`` lists the activations that a backend's ``conv2d_forward`` and ``dense_forward`` apply
+themselves when passed ``activation=name``, right after the bias, with ``y`` as the activation's cache (the CPU
+and CUDA engines fuse ReLU; the others list none).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _host_common() -> dict:
         return x * mask, mask
 
     return dict(
-        fused_activations=(),  # activations that conv2d_forward(..., activation=name) applies itself
+        fused_activations=(),  # activations conv2d_forward / dense_forward(..., activation=name) apply themselves
         asarray=lambda x, dtype=np.float32: np.ascontiguousarray(x, dtype=dtype),
         to_numpy=np.asarray,
         zeros=np.zeros,
