@@ -4,10 +4,10 @@ Both start from the same weights (minicnn's initial weights copied into the PyTo
 batches of 64 in the same shuffled order, with Adam (learning rate 1e-3) on all cores. The two take turns, TURN
 batches at a time (minicnn, PyTorch, then PyTorch, minicnn, ...), so whatever else loads the machine loads both
 alike; before each turn ``timing.settle()`` sends the other's thread pools to sleep (see ``timing``: taking turns
-batch by batch, each framework ran next to the other's spinning threads). Each
-timed step includes gathering its batch from that framework's copy of the data (NHWC float32 for minicnn, an NCHW
-tensor for PyTorch) and a full ``train_on_batch`` / optimizer step; shuffling and progress bars are left out of
-both. Samples/s = training samples / summed step seconds. Accuracy: argmax of each model on the 10,000 test images.
+batch by batch, each framework ran next to the other's spinning threads). Each timed step includes gathering its
+batch from that framework's copy of the data (NHWC float32 for minicnn, an NCHW tensor for PyTorch) and a full
+``train_on_batch`` / optimizer step; shuffling and progress bars are left out of both. Samples/s = training
+samples / summed step seconds. Accuracy: argmax of each model on the 10,000 test images.
 
 The data: ``minicnn.datasets.load_mnist()`` (it looks in ``$MINICNN_DATA_DIR/mnist``), else the four IDX ``.gz``
 files read directly from that folder. A quick run uses the first 128 training and 500 test images.

@@ -15,9 +15,8 @@
   for about 10 ms (measured as process CPU time during a sleep after a call). Taking turns straight away, the
   next contender would share its cores with the last one's spinning threads: in two runs PyTorch trained R on
   2 threads at 1,150 and 1,890 samples/s taking turns straight away, at 2,260 and 2,920 with a 0.15 s pause
-  between turns. So before each
-  timed call ``settle()`` sends every pool to sleep and the contender makes one untimed call to wake its own,
-  as they are in a training loop that runs alone.
+  between turns. So before each timed call ``settle()`` sends every pool to sleep and the contender makes one
+  untimed call to wake its own, as they are in a training loop that runs alone.
 """
 
 from __future__ import annotations
