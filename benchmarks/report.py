@@ -382,6 +382,8 @@ def targets_section(r: dict) -> list[str]:
         "move with the load another guest puts on the cores: read them with their efficiency probes.",
         "",
     ]
+    if r.get("quick"):
+        lines += ["**Quick run**: tiny batches and single repeats check the harness; these figures say nothing.", ""]
     return lines + table(["figure", "threads", "this run", "target", "met"], rows) + [""]
 
 

@@ -105,3 +105,12 @@ def test_console_entry_point_runs():
     assert result.returncode == 0
     for command in ("demo", "train", "evaluate", "predict", "summary", "bench"):
         assert command in result.stdout
+
+
+def test_bench_passes_its_options_to_the_benchmark_suite(capsys):
+    # 'minicnn bench --quick --out DIR' must reach benchmarks' own parser; --help shows that parser's options
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: minicnn bench" in out and "--quick" in out and "--out" in out
