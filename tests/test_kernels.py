@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicnn.kernels import cpu, im2col, reference
+from minicnn.kernels import cpu, im2col, reference, winograd
 from minicnn.kernels.shapes import output_size, padding_amounts
 from minicnn.testing import relative_error
 
@@ -109,6 +109,82 @@ def test_numba_dx_as_a_convolution_matches_reference(C, k):
     # dx and dw both come from the one im2col of dout (_conv_dx_dw)
     for got, want in zip(cpu.conv2d_backward(dout, cache), reference.conv2d_backward(dout, ref_cache), strict=True):
         assert relative_error(got, want) < 1e-12
+
+
+@st.composite
+def winograd_case(draw):
+    pad = tuple(draw(st.integers(0, 2)) for _ in range(4))  # (top, bottom, left, right), uneven too
+    H, W = draw(st.integers(max(1, 3 - pad[0] - pad[1]), 9)), draw(st.integers(max(1, 3 - pad[2] - pad[3]), 9))
+    N, C, F = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 5))
+    return N, H, W, C, F, pad, draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    case=winograd_case(),
+    block_bytes=st.integers(1, 3000),
+    epilogue=st.sampled_from([None, "relu", "no bias"]),
+    dtype=st.sampled_from(["f4", "f8"]),
+)
+def test_winograd_matches_reference(case, block_bytes, epilogue, dtype):
+    # Winograd's F(2x2, 3x3), compiled and blocked (small blocks: most batches need several) and in NumPy, against
+    # the direct convolution: odd sizes (tiles over the edge), uneven padding, with and without bias and ReLU.
+    N, H, W, C, F, pad, seed = case
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((N, H, W, C), (3, 3, C, F), (F,)))
+    b = None if epilogue == "no bias" else b
+    want, _ = reference.conv2d_forward(x, w, b, (1, 1), pad)
+    saved, winograd.BLOCK_BYTES = winograd.BLOCK_BYTES, block_bytes
+    try:
+        got = winograd.conv3x3(x, w, b, pad, relu=epilogue == "relu")
+    finally:
+        winograd.BLOCK_BYTES = saved
+    tol = TOL if dtype == "f4" else 1e-12
+    assert got.shape == want.shape and got.dtype == np.dtype(dtype)
+    assert relative_error(got, np.maximum(want, 0) if epilogue == "relu" else want) < tol
+    assert relative_error(winograd.conv3x3_reference(x, w, b, pad), want) < tol
+
+
+def test_winograd_float32_error_stays_small_over_many_channels():
+    # Sums of differences round differently from the direct sum; over 64 channels, as in the CIFAR model, float32
+    # results still agree with the float64 convolution about as closely as im2col's do.
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 16, 16, 64)), rng.standard_normal((3, 3, 64, 64)) / 24
+    exact, _ = reference.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1))
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    err_winograd = relative_error(winograd.conv3x3(x32, w32), exact)
+    err_im2col = relative_error(im2col.conv2d_forward(x32, w32, None, (1, 1), (1, 1, 1, 1))[0], exact)
+    assert err_winograd < 1e-6 and err_winograd < 4 * err_im2col
+
+
+def test_winograd_is_chosen_for_wide_3x3_layers():
+    assert cpu._winograd_fits(32, 32, 3, 3, (1, 1), 32, 32)  # the CIFAR model's convolutions
+    assert not cpu._winograd_fits(32, 64, 3, 3, (1, 1), 11, 11)  # the MNIST model's second: a small map
+    assert not cpu._winograd_fits(3, 32, 3, 3, (1, 1), 32, 32)  # a first layer: too few channels
+    assert not cpu._winograd_fits(32, 32, 3, 3, (2, 2), 16, 16) and not cpu._winograd_fits(32, 32, 5, 5, (1, 1), 32, 32)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+def test_numba_conv_by_winograd_matches_reference(padding, dtype, monkeypatch):
+    # Through the engine's entry points: the forward pass, and for 'same' layers dx as a Winograd convolution of
+    # dout with the rotated kernel (dw by im2col); counted, so the test fails if the engine stops choosing it.
+    monkeypatch.setattr(cpu, "WINOGRAD_MIN_CHANNELS", 4)
+    monkeypatch.setattr(cpu, "WINOGRAD_MIN_SIZE", 1)
+    calls, conv3x3 = [], winograd.conv3x3
+    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(1) or conv3x3(*a, **k))
+    rng = np.random.default_rng(7)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((3, 7, 6, 9), (3, 3, 9, 5), (5,)))
+    pad = padding_amounts(7, 6, 3, 3, (1, 1), padding)
+    out, cache = cpu.conv2d_forward(x, w, b, (1, 1), pad, activation="relu")
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    grads = cpu.conv2d_backward(dout, cache)
+    assert len(calls) == (2 if padding == "same" else 1)
+    ref_out, ref_cache = reference.conv2d_forward(x, w, b, (1, 1), pad)
+    tol = TOL if dtype == "f4" else 1e-12
+    assert relative_error(out, np.maximum(ref_out, 0)) < tol
+    for got, want in zip(grads, reference.conv2d_backward(dout, ref_cache), strict=True):
+        assert got.dtype == np.dtype(dtype) and relative_error(got, want) < tol
 
 
 @pytest.mark.parametrize("engine", FAST)
