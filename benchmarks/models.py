@@ -9,7 +9,9 @@ Keras 3 on its PyTorch backend, and the naive NumPy engine (``benchmarks.naive``
 
 **Achieved GFLOP/s** = the analytic FLOPs of the work (``specs``: conv and Dense only, backward = 2 x forward)
 divided by its median time, read against this machine's GEMM peak on the same number of threads, measured in the
-same run (``timing.gemm_peak``: a float32 1024^3 NumPy matmul).
+same run (``timing.gemm_peak``: a float32 1024^3 NumPy matmul). The count is the direct convolution's, for every
+framework; where an engine does less arithmetic (minicnn's Winograd layers, ``kernels/winograd.py``) its figure is
+an effective rate.
 """
 
 from __future__ import annotations

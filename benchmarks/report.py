@@ -179,7 +179,9 @@ def models_section(m: dict, peak: dict) -> list[str]:
         "Samples per second: training = one full step (forward, loss, backward, Adam) at the model's batch; "
         "inference = one forward pass over the inference batch. Medians of "
         f"{s['repeats']} interleaved repeats after {s['warmup']} warm-up. GFLOP/s counts conv and Dense FLOPs "
-        "(backward = 2 x forward); '% peak' is against the GEMM peak on the same threads. Ratios: samples/s / "
+        "(backward = 2 x forward) of the direct convolution, the same count for every framework: minicnn runs its "
+        "wide 3x3 layers by Winograd's algorithm, which does 2.25x fewer multiplications there, so for it the "
+        "figure is an effective rate. '% peak' is against the GEMM peak on the same threads. Ratios: samples/s / "
         "PyTorch's (below 1 = slower than PyTorch). PyTorch: the faster of NCHW and channels-last, per column. "
         "On more than one thread each timed call starts on settled thread pools after one untimed call (see "
         "`benchmarks/timing.py`).",

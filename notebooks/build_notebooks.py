@@ -101,7 +101,7 @@ def lesson_01() -> list[dict]:
         import numpy as np
 
         from minicnn import plot
-        from minicnn.kernels import cpu, im2col, reference
+        from minicnn.kernels import cpu, im2col, reference, winograd
         from minicnn.kernels.shapes import output_size, padding_amounts
         from minicnn.testing import relative_error
 
@@ -319,6 +319,52 @@ def lesson_01() -> list[dict]:
         (Timings on a busy machine jump around: run the cell twice before reading much into them.)
         """),
         md("""
+        ## Fewer multiplications: Winograd's trick
+
+        im2col does every multiplication the definition asks for. Winograd's *minimal filtering* algorithm (used
+        for CNNs by Lavin and Gray, 2016) does fewer. In one dimension: two outputs of a 3-tap filter `g` over four
+        inputs `d` take 6 multiplications directly, `y0 = d0 g0 + d1 g1 + d2 g2` and `y1 = d1 g0 + d2 g1 + d3 g2`.
+        Four products are enough:
+        """),
+        code("""
+        d, g = rng.standard_normal(4), rng.standard_normal(3)
+        direct = np.array([d[0] * g[0] + d[1] * g[1] + d[2] * g[2], d[1] * g[0] + d[2] * g[1] + d[3] * g[2]])
+        m1 = (d[0] - d[2]) * g[0]
+        m2 = (d[1] + d[2]) * (g[0] + g[1] + g[2]) / 2  # the filter's sums depend on g alone:
+        m3 = (d[2] - d[1]) * (g[0] - g[1] + g[2]) / 2  # computed once per filter, not once per tile
+        m4 = (d[1] - d[3]) * g[2]
+        print("direct:  ", direct)
+        print("Winograd:", np.array([m1 + m2 + m3, m2 - m3 - m4]))
+        """),
+        md("""
+        In matrix form that is `y = A^T [(G g) * (B^T d)]`, with `*` elementwise. Nested in two dimensions, a 2x2
+        block of outputs comes from a 4x4 input tile in 16 multiplications instead of 36: `Y = A^T [(G g G^T) *
+        (B^T d B)] A`. Summed over the input channels, the 16 elementwise products of all the tiles become 16
+        matrix products, so BLAS still does the arithmetic, 2.25x less of it. Here it is in NumPy, `einsum` for
+        each transform:
+        """),
+        code("print(inspect.getsource(winograd.conv3x3_reference))"),
+        code("""
+        pad = padding_amounts(H, W, 3, 3, (1, 1), "same")
+        want, _ = reference.conv2d_forward(x[:1], w, b, (1, 1), pad)
+        for name, f in [("NumPy", winograd.conv3x3_reference), ("compiled", winograd.conv3x3)]:
+            print(f"relative error, Winograd ({name}) vs loops: {relative_error(f(x[:1], w, b, pad), want):.1e}")
+
+        # A layer of the CIFAR model: 32 channels in and out, 32x32 images
+        xw = rng.standard_normal((8 if FAST else 64, 32, 32, 32)).astype(np.float32)
+        ww = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+        t_im2col = best_time(lambda: im2col.conv2d_forward(xw, ww, None, (1, 1), (1, 1, 1, 1)))
+        t_winograd = best_time(lambda: winograd.conv3x3(xw, ww))
+        print(f"x {xw.shape}, w {ww.shape}: im2col + GEMM {t_im2col * 1e3:.1f} ms, Winograd {t_winograd * 1e3:.1f} ms")
+        """),
+        md("""
+        The price is in the small print. The 16 GEMMs are only `C` deep, which BLAS runs at a lower rate than
+        im2col's one `9 C`-deep GEMM, so the CPU engine takes Winograd only for 3x3, stride-1 layers with at least
+        32 channels in and out (`cpu.WINOGRAD_MIN_CHANNELS`; its backward pass uses it for `dx` too). And the
+        transforms add and subtract before multiplying, so float32 results differ from the direct sum in the last
+        bits, about as much as two BLAS libraries do.
+        """),
+        md("""
         ## Exercise: a 1 x 1 convolution is a matrix product
 
         A `1 x 1` kernel sees one pixel at a time: each output pixel is its own `C` input channels times a `(C, F)`
@@ -364,6 +410,7 @@ def lesson_01() -> list[dict]:
         - im2col turns all those dot products into one matrix product, for the price of copying each pixel up to
           `kh * kw` times; it is hundreds to thousands of times faster than the loops.
         - Numba compiles the im2col loop and runs it on every core: minicnn's default CPU engine.
+        - Winograd's algorithm computes a 3x3 convolution with 2.25x fewer multiplications, still as GEMMs.
         - All three agree to float32 precision, on strides and paddings too: `tests/test_kernels.py` checks this on
           random shapes.
 
