@@ -6,7 +6,7 @@ once and how the loops run:
 * convolution runs im2col + GEMM on blocks of images small enough for ``cols`` to stay in the cache, adds the
   bias and applies ReLU to each block as it comes out of the GEMM, and keeps ``x`` rather than ``cols`` for the
   backward pass; short patches (1 or 3 channels) build ``cols`` tap by tap; wide 3x3 layers at stride 1 run
-  Winograd's algorithm instead (``winograd.py``), forward and, for 'same' layers, dx;
+  Winograd's algorithm instead (``winograd.py``): forward, dw and, for 'same' layers, dx;
 * big outputs and gradients come from a pool of reused buffers (``buffers.py``), not fresh pages every step;
 * ``@njit`` compiles each loop nest to machine code (``cache=True`` keeps the compiled code on disk, so a second
   process does not compile again);
@@ -242,16 +242,20 @@ def conv2d_backward(dout, cache, need_dx=True):
     x, w = np.ascontiguousarray(x, dtype), np.asarray(w, dtype)
     d2 = dout.reshape(-1, dout.shape[3])
     kh, kw, C, F = w.shape
-    if need_dx and _dx_is_a_convolution(x.shape, w.shape, dout.shape, stride, pad):
-        # dx is a convolution of dout's F channels into C: by Winograd when that fits, dw then by im2col
-        if _winograd_fits(F, C, kh, kw, stride, x.shape[1], x.shape[2]):
-            dx = winograd.conv3x3(dout, _rotated(w), None, _full_pad(kh, kw, pad))
-            dw = _conv_dw(x, dout, w.shape, stride, pad)
-        else:
-            dx, dw = _conv_dx_dw(x, dout, w, pad)
+    (H, W), (Ho, Wo) = x.shape[1:3], dout.shape[1:3]
+    dx_is_a_conv = need_dx and _dx_is_a_convolution(x.shape, w.shape, dout.shape, stride, pad)
+    dx_by_winograd = dx_is_a_conv and _winograd_fits(F, C, kh, kw, stride, H, W)  # dout's F channels into C
+    if dx_is_a_conv and not dx_by_winograd:
+        dx, dw = _conv_dx_dw(x, dout, w, pad)  # one im2col of dout gives both
     else:
-        dw = _conv_dw(x, dout, w.shape, stride, pad)
-        dx = _conv_dx(dout, w, x.shape, stride, pad) if need_dx else None
+        if _winograd_fits(C, F, kh, kw, stride, Ho, Wo):  # the forward pass ran by Winograd: dw does too
+            dw = winograd.conv3x3_dw(x, dout, pad)
+        else:
+            dw = _conv_dw(x, dout, w.shape, stride, pad)
+        if dx_by_winograd:
+            dx = winograd.conv3x3(dout, _rotated(w), None, _full_pad(kh, kw, pad))
+        else:
+            dx = _conv_dx(dout, w, x.shape, stride, pad) if need_dx else None
     # db = dout summed over every pixel, written as a GEMV, ones @ dout: NumPy's column sum of a tall matrix with
     # few columns runs ~10x slower than BLAS does this.
     return dx, dw, np.ones(len(d2), dtype) @ d2

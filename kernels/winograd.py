@@ -18,8 +18,11 @@ at a lower rate than im2col's 9C, so the win shows from C = 32 up (see ``cpu.WIN
 differences round a little differently (float32 outputs agree with the direct convolution to about 1e-6
 relative; the result is the same convolution, so its gradient is the same too).
 
-``conv3x3_reference`` says all this in NumPy with ``einsum``, a few lines; ``conv3x3`` is the compiled, blocked
-version the CPU engine runs.
+The backward pass: dx of a stride-1 convolution is a convolution of dout (with the kernel rotated), so
+``conv3x3`` serves for it too; dw runs the same formula backwards (``conv3x3_dw_reference``), again as 16 GEMMs.
+
+``conv3x3_reference`` and ``conv3x3_dw_reference`` say all this in NumPy with ``einsum``, a few lines each;
+``conv3x3`` and ``conv3x3_dw`` are the compiled, blocked versions the CPU engine runs.
 """
 
 from __future__ import annotations
@@ -67,6 +70,28 @@ def conv3x3_reference(x, w, b=None, pad=(1, 1, 1, 1)):
     Y = np.einsum("ia,abntsf,jb->ntisjf", AT, M, AT)  # A^T m A: (N, th, 2, tw, 2, F)
     out = Y.reshape(N, 2 * th, 2 * tw, -1)[:, :Ho, :Wo].astype(x.dtype)
     return out if b is None else out + b
+
+
+def conv3x3_dw_reference(x, dout, pad=(1, 1, 1, 1)):
+    """dw: (3, 3, C, F) of the convolution above, from x: (N, H, W, C) and dout: (N, Ho, Wo, F), in NumPy.
+
+    The forward formula is linear in g, so its gradient runs it backwards, tile by tile: dY's 2x2 block goes
+    through A the other way, Z = A dY A^T, meets the tile's transformed input V elementwise, and the sum over
+    tiles comes back through G: dw = G^T [sum over tiles of V * Z] G. The sum over tiles and images is 16
+    matrix products again, V[xi]^T @ Z[xi], (C, tiles) @ (tiles, F), deep ones this time.
+    """
+    N, H, W, C = x.shape
+    Ho, Wo, F = dout.shape[1], dout.shape[2], dout.shape[3]
+    th, tw = tiles(Ho, Wo)
+    xp = np.zeros((N, 2 * th + 2, 2 * tw + 2, C), x.dtype)
+    xp[:, pad[0] : pad[0] + H, pad[2] : pad[2] + W] = x
+    d = sliding_window_view(xp, (4, 4), axis=(1, 2))[:, ::2, ::2]
+    V = np.einsum("ai,ntscij,bj->abntsc", BT, d, BT)
+    dy = np.zeros((N, 2 * th, 2 * tw, F), dout.dtype)  # outputs past the edge have no gradient
+    dy[:, :Ho, :Wo] = dout
+    Z = np.einsum("ia,ntisjf,jb->abntsf", AT, dy.reshape(N, th, 2, tw, 2, F), AT)  # A dY A^T
+    P = np.einsum("abntsc,abntsf->abcf", V, Z)
+    return np.einsum("ap,abcf,bq->pqcf", G, P, G).astype(x.dtype)
 
 
 @njit(cache=True, nogil=True)
@@ -150,6 +175,37 @@ def _output_transform(M, th, tw, b, relu, out):
                 t += 1
 
 
+@njit(cache=True, nogil=True)
+def _dout_transform(dout, th, tw, Z):
+    """Z[4a + b, t] = (A dY A^T)[a, b] for each tile t, dY the tile's 2x2 block of dout (zeros past the edge)."""
+    N, Ho, Wo, F = dout.shape
+    zero = np.zeros(F, dout.dtype)
+    tmp = np.empty((4, 2, F), dout.dtype)  # A dY: the row transform
+    t = 0
+    for n in range(N):
+        for i in range(th):
+            for j in range(tw):
+                for p in range(2):
+                    s = 2 * j + p
+                    y0 = dout[n, 2 * i, s] if s < Wo else zero
+                    y1 = dout[n, 2 * i + 1, s] if s < Wo and 2 * i + 1 < Ho else zero
+                    t0, t1, t2, t3 = tmp[0, p], tmp[1, p], tmp[2, p], tmp[3, p]
+                    for f in range(F):
+                        t0[f] = y0[f]
+                        t1[f] = y0[f] + y1[f]
+                        t2[f] = y0[f] - y1[f]
+                        t3[f] = -y1[f]
+                for a in range(4):  # then the column transform, (A dY) A^T, straight into Z
+                    e0, e1 = tmp[a, 0], tmp[a, 1]
+                    z0, z1, z2, z3 = Z[4 * a, t], Z[4 * a + 1, t], Z[4 * a + 2, t], Z[4 * a + 3, t]
+                    for f in range(F):
+                        z0[f] = e0[f]
+                        z1[f] = e0[f] + e1[f]
+                        z2[f] = e0[f] - e1[f]
+                        z3[f] = -e1[f]
+                t += 1
+
+
 def conv3x3(x, w, b=None, pad=(1, 1, 1, 1), relu=False):
     """x: (N, H, W, C), w: (3, 3, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), stride 1, in a pooled buffer.
 
@@ -179,3 +235,30 @@ def conv3x3(x, w, b=None, pad=(1, 1, 1, 1), relu=False):
         np.matmul(V[:, :T], U, out=M[:, :T])
         _output_transform(M[:, :T], th, tw, bias, relu, out[s:e])
     return out
+
+
+def conv3x3_dw(x, dout, pad=(1, 1, 1, 1)):
+    """dw: (3, 3, C, F) from x: (N, H, W, C) and dout: (N, Ho, Wo, F), as ``conv3x3_dw_reference``, blocked.
+
+    Per block of images: V from x as in the forward pass, Z from dout, P += V^T @ Z (16 GEMMs); then
+    dw = G^T P G once.
+    """
+    dtype = np.result_type(x.dtype, dout.dtype)
+    x, dout = np.ascontiguousarray(x, dtype), np.ascontiguousarray(dout, dtype)
+    N, H, W, C = x.shape
+    Ho, Wo, F = dout.shape[1], dout.shape[2], dout.shape[3]
+    th, tw = tiles(Ho, Wo)
+    step = max(1, BLOCK_BYTES // (16 * th * tw * C * x.itemsize))
+    n = min(step, N)
+    xp = buffers.empty((n, 2 * th + 2, 2 * tw + 2, C), dtype)
+    V = buffers.empty((16, n * th * tw, C), dtype)
+    Z = buffers.empty((16, n * th * tw, F), dtype)
+    P = np.zeros((16, C, F), dtype)
+    for s in range(0, N, step):
+        e = min(s + step, N)
+        T = (e - s) * th * tw
+        _pad_into(x[s:e], pad[0], pad[2], xp[: e - s])
+        _input_transform(xp[: e - s], th, tw, V[:, :T])
+        _dout_transform(dout[s:e], th, tw, Z[:, :T])
+        P += np.matmul(V[:, :T].transpose(0, 2, 1), Z[:, :T])
+    return np.einsum("ap,abcf,bq->pqcf", G, P.reshape(4, 4, C, F), G).astype(dtype, copy=False)

@@ -360,7 +360,7 @@ def lesson_01() -> list[dict]:
         md("""
         The price is in the small print. The 16 GEMMs are only `C` deep, which BLAS runs at a lower rate than
         im2col's one `9 C`-deep GEMM, so the CPU engine takes Winograd only for 3x3, stride-1 layers with at least
-        32 channels in and out (`cpu.WINOGRAD_MIN_CHANNELS`; its backward pass uses it for `dx` too). And the
+        32 channels in and out (`cpu.WINOGRAD_MIN_CHANNELS`; its backward pass uses it for `dx` and `dw` too). And the
         transforms add and subtract before multiplying, so float32 results differ from the direct sum in the last
         bits, about as much as two BLAS libraries do.
         """),

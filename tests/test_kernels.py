@@ -145,6 +145,27 @@ def test_winograd_matches_reference(case, block_bytes, epilogue, dtype):
     assert relative_error(winograd.conv3x3_reference(x, w, b, pad), want) < tol
 
 
+@settings(max_examples=40, deadline=None)
+@given(case=winograd_case(), block_bytes=st.integers(1, 3000), dtype=st.sampled_from(["f4", "f8"]))
+def test_winograd_weight_gradient_matches_reference(case, block_bytes, dtype):
+    # dw by the transposed formula, dw = G^T [sum over tiles of (B^T d B) * (A dY A^T)] G, against the loops.
+    N, H, W, C, F, pad, seed = case
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((N, H, W, C)).astype(dtype), rng.standard_normal((3, 3, C, F)).astype(dtype)
+    out, cache = reference.conv2d_forward(x, w, None, (1, 1), pad)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    want = reference.conv2d_backward(dout, cache)[1]
+    saved, winograd.BLOCK_BYTES = winograd.BLOCK_BYTES, block_bytes
+    try:
+        got = winograd.conv3x3_dw(x, dout, pad)
+    finally:
+        winograd.BLOCK_BYTES = saved
+    tol = TOL if dtype == "f4" else 1e-12
+    assert got.shape == want.shape and got.dtype == np.dtype(dtype)
+    assert relative_error(got, want) < tol
+    assert relative_error(winograd.conv3x3_dw_reference(x, dout, pad), want) < tol
+
+
 def test_winograd_float32_error_stays_small_over_many_channels():
     # Sums of differences round differently from the direct sum; over 64 channels, as in the CIFAR model, float32
     # results still agree with the float64 convolution about as closely as im2col's do.
@@ -167,19 +188,21 @@ def test_winograd_is_chosen_for_wide_3x3_layers():
 @pytest.mark.parametrize("padding", ["same", "valid"])
 @pytest.mark.parametrize("dtype", ["f4", "f8"])
 def test_numba_conv_by_winograd_matches_reference(padding, dtype, monkeypatch):
-    # Through the engine's entry points: the forward pass, and for 'same' layers dx as a Winograd convolution of
-    # dout with the rotated kernel (dw by im2col); counted, so the test fails if the engine stops choosing it.
+    # Through the engine's entry points: the forward pass, dw, and for 'same' layers dx as a Winograd convolution
+    # of dout with the rotated kernel; counted, so the test fails if the engine stops choosing them.
     monkeypatch.setattr(cpu, "WINOGRAD_MIN_CHANNELS", 4)
     monkeypatch.setattr(cpu, "WINOGRAD_MIN_SIZE", 1)
-    calls, conv3x3 = [], winograd.conv3x3
-    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(1) or conv3x3(*a, **k))
+    calls = []
+    for name in ("conv3x3", "conv3x3_dw"):
+        f = getattr(winograd, name)
+        monkeypatch.setattr(winograd, name, lambda *a, f=f, name=name, **k: calls.append(name) or f(*a, **k))
     rng = np.random.default_rng(7)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((3, 7, 6, 9), (3, 3, 9, 5), (5,)))
     pad = padding_amounts(7, 6, 3, 3, (1, 1), padding)
     out, cache = cpu.conv2d_forward(x, w, b, (1, 1), pad, activation="relu")
     dout = rng.standard_normal(out.shape).astype(dtype)
     grads = cpu.conv2d_backward(dout, cache)
-    assert len(calls) == (2 if padding == "same" else 1)
+    assert sorted(calls) == (["conv3x3", "conv3x3", "conv3x3_dw"] if padding == "same" else ["conv3x3", "conv3x3_dw"])
     ref_out, ref_cache = reference.conv2d_forward(x, w, b, (1, 1), pad)
     tol = TOL if dtype == "f4" else 1e-12
     assert relative_error(out, np.maximum(ref_out, 0)) < tol
