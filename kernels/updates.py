@@ -63,6 +63,10 @@ def rmsprop_update_reference(p, g, v, lr, rho=0.9, epsilon=1e-7):
 
 
 # ---------------------------------------------------------------------------------------------------- Numba loops
+# error_model="numpy": by default Numba follows Python and checks every division for a zero divisor, to raise
+# ZeroDivisionError. That branch in the loop stops the compiler from using SIMD instructions, and Adam's and
+# RMSprop's loops then ran one element at a time (Adam on the MNIST model's 204,800 Dense weights: 830 us with the
+# check, 97 us without). With NumPy's model a division by zero gives inf, as NumPy's own arrays do.
 @njit(cache=True)
 def _sgd(p, g, lr):
     for i in range(p.size):
@@ -80,7 +84,7 @@ def _sgd_momentum(p, g, velocity, lr, momentum, nesterov):
             p[i] += vi
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _adam(p, g, m, v, lr_wd, lr_t, one_minus_beta_1, one_minus_beta_2, epsilon):
     for i in range(p.size):
         gi, pi = g[i], p[i]
@@ -91,7 +95,7 @@ def _adam(p, g, m, v, lr_wd, lr_t, one_minus_beta_1, one_minus_beta_2, epsilon):
         p[i] = pi - lr_t * mi / (np.sqrt(vi) + epsilon)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rmsprop(p, g, v, lr, rho, one_minus_rho, epsilon):
     for i in range(p.size):
         gi = g[i]
