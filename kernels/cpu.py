@@ -200,7 +200,7 @@ def _epilogue(block, b, activation):
 # WINOGRAD_MIN_CHANNELS: its 16 GEMMs are only C deep, and BLAS runs those too slowly below 32 (forward, one
 # thread, im2col against Winograd: C=F=16 8.4 against 10.4 ms; C=F=32 50 against 42; C=F=64 40 against 23 at
 # 16x16). And when the output is at least WINOGRAD_MIN_SIZE across: on small maps the per-tile work weighs more,
-# and an odd size wastes a row and a column of tiles (the MNIST model's 11x11 layer: training steps 4% slower).
+# and an odd size wastes a row and a column of tiles (the MNIST model's 11x11 layer: training steps 3-6% slower).
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_SIZE = 16
 
