@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minicnn import layers
+from minicnn.kernels import cpu, winograd
 from minicnn.testing import check_layer_gradients
 
 GRAD_TOL = 1e-6
@@ -40,6 +41,21 @@ def test_conv2d_gradients(case):
     shape, seed = case.pop("shape"), case.pop("seed")
     x = np.random.default_rng(seed).standard_normal(shape)
     assert_gradients_ok(layers.Conv2D(**case), x)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_conv2d_gradients_through_winograd(padding, activation, monkeypatch):
+    # The CPU engine runs wide 3x3 layers by Winograd's algorithm (forward, dw, and dx of 'same' layers); lower its
+    # thresholds so that this small layer goes that way too, and check it against finite differences.
+    monkeypatch.setattr(cpu, "WINOGRAD_MIN_CHANNELS", 2)
+    monkeypatch.setattr(cpu, "WINOGRAD_MIN_SIZE", 1)
+    calls = []
+    conv3x3 = winograd.conv3x3
+    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(1) or conv3x3(*a, **k))
+    x = np.random.default_rng(5).standard_normal((2, 6, 5, 3))
+    assert_gradients_ok(layers.Conv2D(4, 3, padding=padding, activation=activation), x)
+    assert calls
 
 
 @settings(max_examples=20, deadline=None)
