@@ -353,9 +353,14 @@ def lesson_01() -> list[dict]:
         # A layer of the CIFAR model: 32 channels in and out, 32x32 images
         xw = rng.standard_normal((8 if FAST else 64, 32, 32, 32)).astype(np.float32)
         ww = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
-        t_im2col = best_time(lambda: im2col.conv2d_forward(xw, ww, None, (1, 1), (1, 1, 1, 1)))
-        t_winograd = best_time(lambda: winograd.conv3x3(xw, ww))
-        print(f"x {xw.shape}, w {ww.shape}: im2col + GEMM {t_im2col * 1e3:.1f} ms, Winograd {t_winograd * 1e3:.1f} ms")
+        args = (xw, ww, None, (1, 1), (1, 1, 1, 1))  # 'same' padding, as in the model
+        print(f"x {xw.shape}, w {ww.shape}, forward:")
+        print(f"  NumPy im2col + GEMM:     {best_time(lambda: im2col.conv2d_forward(*args)) * 1e3:6.1f} ms")
+        default = cpu.WINOGRAD_MIN_CHANNELS
+        cpu.WINOGRAD_MIN_CHANNELS = 10**9  # switch Winograd off: the engine's compiled im2col path
+        print(f"  compiled im2col + GEMM:  {best_time(lambda: cpu.conv2d_forward(*args)) * 1e3:6.1f} ms")
+        cpu.WINOGRAD_MIN_CHANNELS = default
+        print(f"  Winograd (cpu engine):   {best_time(lambda: cpu.conv2d_forward(*args)) * 1e3:6.1f} ms")
         """),
         md("""
         The price is in the small print. The 16 GEMMs are only `C` deep, which BLAS runs at a lower rate than
