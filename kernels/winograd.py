@@ -44,6 +44,11 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)  # output tile: A^T m 
 BLOCK_BYTES = 2 << 20
 
 
+def _images_per_block(th: int, tw: int, C: int, itemsize: int) -> int:
+    """How many images' V, (16, th*tw, C) each, fit in about BLOCK_BYTES (at least one)."""
+    return max(1, BLOCK_BYTES // (16 * th * tw * C * itemsize))
+
+
 def tiles(Ho: int, Wo: int) -> tuple[int, int]:
     """Tile rows and columns covering an Ho x Wo output with 2x2 blocks (the last ones may hang over the edge)."""
     return (Ho + 1) // 2, (Wo + 1) // 2
@@ -222,7 +227,7 @@ def conv3x3(x, w, b=None, pad=(1, 1, 1, 1), relu=False):
     U = transform_kernel(w)
     bias = np.zeros(0, dtype) if b is None else np.asarray(b, dtype)
     out = buffers.empty((N, Ho, Wo, F), dtype)
-    step = max(1, BLOCK_BYTES // (16 * th * tw * C * x.itemsize))  # images per block
+    step = _images_per_block(th, tw, C, x.itemsize)
     n = min(step, N)
     xp = buffers.empty((n, 2 * th + 2, 2 * tw + 2, C), dtype)
     V = buffers.empty((16, n * th * tw, C), dtype)
@@ -248,7 +253,7 @@ def conv3x3_dw(x, dout, pad=(1, 1, 1, 1)):
     N, H, W, C = x.shape
     Ho, Wo, F = dout.shape[1], dout.shape[2], dout.shape[3]
     th, tw = tiles(Ho, Wo)
-    step = max(1, BLOCK_BYTES // (16 * th * tw * C * x.itemsize))
+    step = _images_per_block(th, tw, C, x.itemsize)
     n = min(step, N)
     xp = buffers.empty((n, 2 * th + 2, 2 * tw + 2, C), dtype)
     V = buffers.empty((16, n * th * tw, C), dtype)
