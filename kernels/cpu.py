@@ -34,7 +34,8 @@ from .shapes import output_size
 # Both pools keep their threads spinning for a while after each call, so when both run with every core they fight:
 # on 2 cores a training step of the MNIST model took 91 ms with both pools at 2 threads, 33 ms with BLAS at 2 and
 # these loops on one thread (34 ms the other way round). So by default the loops here run on one thread;
-# MINICNN_NUMBA_PARALLEL=1 (read at import) makes them parallel, for machines where that measures faster.
+# MINICNN_NUMBA_PARALLEL=1 (read at import) makes them parallel, for machines where that measures faster. The
+# third way, threads that each run a slice of the batch through every layer, lives above the engine: minicnn.parallel.
 PARALLEL = os.environ.get("MINICNN_NUMBA_PARALLEL", "0") == "1"
 if PARALLEL and "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"  # its idle threads sleep; OpenMP's spin (10x slower steps seen)
@@ -205,7 +206,7 @@ WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_MIN_SIZE = 16
 
 
-def _winograd_fits(C, F, kh, kw, stride, Ho, Wo):
+def winograd_fits(C, F, kh, kw, stride, Ho, Wo):
     """Whether a convolution with C input and F output channels, (Ho, Wo) outputs, runs by Winograd."""
     wide = min(C, F) >= WINOGRAD_MIN_CHANNELS and min(Ho, Wo) >= WINOGRAD_MIN_SIZE
     return (kh, kw) == (3, 3) and tuple(stride) == (1, 1) and wide
@@ -222,7 +223,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), activation=None):
     kh, kw, _, F = w.shape
     _check_fused(activation)
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
-    if _winograd_fits(C, F, kh, kw, stride, Ho, Wo):
+    if winograd_fits(C, F, kh, kw, stride, Ho, Wo):
         return winograd.conv3x3(x, w, b, pad, relu=activation == "relu"), (x, w, stride, pad)
     P = Ho * Wo  # output pixels (GEMM rows) per image
     out = buffers.empty((N, Ho, Wo, F), np.result_type(x.dtype, w.dtype))
@@ -244,11 +245,11 @@ def conv2d_backward(dout, cache, need_dx=True):
     kh, kw, C, F = w.shape
     (H, W), (Ho, Wo) = x.shape[1:3], dout.shape[1:3]
     dx_is_a_conv = need_dx and _dx_is_a_convolution(x.shape, w.shape, dout.shape, stride, pad)
-    dx_by_winograd = dx_is_a_conv and _winograd_fits(F, C, kh, kw, stride, H, W)  # dout's F channels into C
+    dx_by_winograd = dx_is_a_conv and winograd_fits(F, C, kh, kw, stride, H, W)  # dout's F channels into C
     if dx_is_a_conv and not dx_by_winograd:
         dx, dw = _conv_dx_dw(x, dout, w, pad)  # one im2col of dout gives both
     else:
-        if _winograd_fits(C, F, kh, kw, stride, Ho, Wo):  # the forward pass ran by Winograd: dw does too
+        if winograd_fits(C, F, kh, kw, stride, Ho, Wo):  # the forward pass ran by Winograd: dw does too
             dw = winograd.conv3x3_dw(x, dout, pad)
         else:
             dw = _conv_dw(x, dout, w.shape, stride, pad)

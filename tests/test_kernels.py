@@ -179,10 +179,10 @@ def test_winograd_float32_error_stays_small_over_many_channels():
 
 
 def test_winograd_is_chosen_for_wide_3x3_layers():
-    assert cpu._winograd_fits(32, 32, 3, 3, (1, 1), 32, 32)  # the CIFAR model's convolutions
-    assert not cpu._winograd_fits(32, 64, 3, 3, (1, 1), 11, 11)  # the MNIST model's second: a small map
-    assert not cpu._winograd_fits(3, 32, 3, 3, (1, 1), 32, 32)  # a first layer: too few channels
-    assert not cpu._winograd_fits(32, 32, 3, 3, (2, 2), 16, 16) and not cpu._winograd_fits(32, 32, 5, 5, (1, 1), 32, 32)
+    assert cpu.winograd_fits(32, 32, 3, 3, (1, 1), 32, 32)  # the CIFAR model's convolutions
+    assert not cpu.winograd_fits(32, 64, 3, 3, (1, 1), 11, 11)  # the MNIST model's second: a small map
+    assert not cpu.winograd_fits(3, 32, 3, 3, (1, 1), 32, 32)  # a first layer: too few channels
+    assert not cpu.winograd_fits(32, 32, 3, 3, (2, 2), 16, 16) and not cpu.winograd_fits(32, 32, 5, 5, (1, 1), 32, 32)
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
