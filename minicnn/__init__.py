@@ -16,6 +16,7 @@ from minicnn import callbacks, layers, losses, optimizers, utils
 from minicnn.backend import get_device, set_device
 from minicnn.layers import Input
 from minicnn.model import Sequential
+from minicnn.parallel import get_parallel, set_parallel
 from minicnn.utils import set_random_seed
 
 __version__ = "0.1.0"
@@ -48,5 +49,7 @@ __all__ = [
     "load_model",
     "set_device",
     "get_device",
+    "set_parallel",
+    "get_parallel",
     "set_random_seed",
 ]

@@ -24,6 +24,7 @@ import numpy as np
 from minicnn import callbacks as callbacks_module
 from minicnn import losses as losses_module
 from minicnn import optimizers as optimizers_module
+from minicnn import parallel
 from minicnn.backend import get_backend
 from minicnn.layers.base import Layer, LinearActivationLayer, _fmt
 from minicnn.layers.core import InputLayer
@@ -159,10 +160,11 @@ class Sequential:
             )
 
     # ------------------------------------------------------------------------------------------------ one step
-    def _forward(self, x, training: bool):
-        for layer in self.layers:  # the last pass's activations: free them before this pass allocates its own
+    def _forward(self, x, training: bool, layers=None):
+        layers = self.layers if layers is None else layers
+        for layer in layers:  # the last pass's activations: free them before this pass allocates its own
             layer.cache = None
-        for layer in self.layers:
+        for layer in layers:
             x = layer.forward(x, training=training)
         return x
 
@@ -177,19 +179,31 @@ class Sequential:
         )
 
     def train_on_batch(self, x, y):
-        """One gradient step on a batch already on the device. Returns (loss, output probabilities)."""
-        out = self._forward(x, training=True)
-        last = self.layers[-1]
-        if self._fused():
-            loss, dz = self.loss.forward_from_logits(last.logits, y)
-            dout = last.backward(dz, skip_activation=True)
+        """One gradient step on a batch already on the device. Returns (loss, output probabilities).
+
+        On several cores the batch may be cut into slices that threads run at once (``minicnn.parallel``)."""
+        k = parallel.slices(self, len(x), training=True)
+        if k > 1:
+            loss, out = parallel.forward_backward(self, x, y, k)
         else:
-            loss, dout = self.loss.forward(out, y)
-            dout = last.backward(dout)
-        for layer in reversed(self.layers[self._first_trainable : -1]):
-            dout = layer.backward(dout)
+            loss, out = self._forward_backward(self.layers, x, y)
         self.optimizer.apply_gradients(self._trainable_items())
         return float(loss), out
+
+    def _forward_backward(self, layers, x, y, weight: float = 1.0):
+        """Steps 2-4 above through ``layers`` (this model's, or one thread's copies of them), dL/d(output) scaled
+        by ``weight``. Returns (the mean loss over x, the outputs)."""
+        out = self._forward(x, training=True, layers=layers)
+        last = layers[-1]
+        if self._fused():
+            loss, dz = self.loss.forward_from_logits(last.logits, y)
+            dout = last.backward(dz * weight if weight != 1 else dz, skip_activation=True)
+        else:
+            loss, dout = self.loss.forward(out, y)
+            dout = last.backward(dout * weight if weight != 1 else dout)
+        for layer in reversed(layers[self._first_trainable : -1]):
+            dout = layer.backward(dout)
+        return loss, out
 
     def _trainable_items(self):
         for layer in self.layers:
@@ -352,12 +366,14 @@ class Sequential:
         else:
             x = self._check_x(x, "predict")
             chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
-        outs = [
-            self.backend.to_numpy(self._forward(self.backend.asarray(xb, np.float32), training=False)) for xb in chunks
-        ]
+        outs = [self.backend.to_numpy(self._predict_batch(self.backend.asarray(xb, np.float32))) for xb in chunks]
         if not outs:
             return np.zeros((0, *self.output_shape), np.float32)
         return np.concatenate([np.asarray(o, np.float32) for o in outs])
+
+    def _predict_batch(self, x):
+        k = parallel.slices(self, len(x), training=False)
+        return parallel.forward(self, x, k) if k > 1 else self._forward(x, training=False)
 
     def __call__(self, x, training: bool = False):
         return self.predict(x) if not training else self._forward(self.backend.asarray(x, np.float32), True)

@@ -1,0 +1,147 @@
+"""Data parallelism (minicnn.parallel): a batch cut into slices that threads run at once gives the same step."""
+
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn import layers, losses, parallel
+
+
+@pytest.fixture(autouse=True)
+def three_threads(monkeypatch):
+    """Three slices whatever the machine has (Python threads run on one core too), and the mode put back."""
+    monkeypatch.setattr(parallel, "threads", lambda: 3)
+    yield
+    minicnn.set_parallel("auto")
+
+
+def conv_model(seed=0, last="softmax", wide=False, dropout=False):
+    stack = [
+        layers.Conv2D(
+            32 if wide else 4,
+            3,
+            padding="same" if wide else "valid",
+            activation="relu",
+            input_shape=(16, 16, 32) if wide else (8, 8, 1),
+        ),
+    ]
+    if wide:  # a second 32 -> 32 'same' layer on a 16x16 map: the engine runs it by Winograd
+        stack.append(layers.Conv2D(32, 3, padding="same", activation="relu"))
+    stack += [layers.MaxPooling2D(), layers.Flatten()]
+    stack += [layers.Dropout(0.2, seed=1)] if dropout else []
+    stack += [layers.Dense(3, activation=last)]
+    return minicnn.Sequential(stack, seed=seed)
+
+
+def data(n, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, *shape)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def counting(monkeypatch):
+    """Count the steps and predictions that ran split."""
+    calls = {"train": 0, "predict": 0}
+    fb, fw = parallel.forward_backward, parallel.forward
+
+    def forward_backward(*args):
+        calls["train"] += 1
+        return fb(*args)
+
+    def forward(*args):
+        calls["predict"] += 1
+        return fw(*args)
+
+    monkeypatch.setattr(parallel, "forward_backward", forward_backward)
+    monkeypatch.setattr(parallel, "forward", forward)
+    return calls
+
+
+def two_steps(model, x, y, mode, loss="sparse_categorical_crossentropy"):
+    minicnn.set_parallel(mode)
+    model.compile(optimizer="adam", loss=loss)
+    results = [model.train_on_batch(x, y) for _ in range(2)]
+    return results, model.get_weights(), model.predict(x, batch_size=len(x))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_split_step_equals_the_whole_batch_step(monkeypatch, fused):
+    # fused: softmax + cross-entropy from the logits; else a linear output and a loss from logits, whose
+    # dL/d(output) the model weights itself
+    last, loss = (
+        ("softmax", "sparse_categorical_crossentropy")
+        if fused
+        else ("linear", losses.SparseCategoricalCrossentropy(from_logits=True))
+    )
+    x, y = data(10, (8, 8, 1))  # 10 = 3 + 3 + 4: uneven slices
+    calls = counting(monkeypatch)
+    whole = two_steps(conv_model(last=last), x, y, "blas", loss)
+    assert calls == {"train": 0, "predict": 0}
+    split = two_steps(conv_model(last=last), x, y, "batch", loss)
+    assert calls == {"train": 2, "predict": 1}
+    for (loss_w, out_w), (loss_s, out_s) in zip(whole[0], split[0], strict=True):
+        assert loss_s == pytest.approx(loss_w, rel=1e-5)
+        np.testing.assert_allclose(out_s, out_w, rtol=1e-5, atol=1e-6)
+    for w_whole, w_split in zip(whole[1], split[1], strict=True):
+        np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(split[2], whole[2], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_splits_a_model_whose_work_is_in_winograd_layers(monkeypatch):
+    wide, narrow = conv_model(wide=True), conv_model()
+    assert parallel.winograd_share(wide.layers) > parallel.WINOGRAD_SHARE
+    assert parallel.winograd_share(narrow.layers) == 0
+    assert parallel.slices(wide, 12, training=True) == 3 and parallel.slices(narrow, 12, training=True) == 1
+    assert parallel.slices(wide, 2, training=True) == 2  # no more slices than samples
+    minicnn.set_parallel("blas")
+    assert parallel.slices(wide, 12, training=True) == 1
+    minicnn.set_parallel("batch")
+    assert parallel.slices(narrow, 12, training=True) == 3
+    # the same step through the Winograd layers, whole and split
+    x, y = data(6, (16, 16, 32))
+    calls = counting(monkeypatch)
+    whole = two_steps(conv_model(wide=True), x, y, "blas")
+    split = two_steps(conv_model(wide=True), x, y, "auto")
+    assert calls == {"train": 2, "predict": 1}
+    for w_whole, w_split in zip(whole[1], split[1], strict=True):
+        np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-5)
+
+
+def test_random_layers_train_whole_but_predict_split(monkeypatch):
+    model = conv_model(dropout=True)
+    minicnn.set_parallel("batch")
+    assert parallel.slices(model, 12, training=True) == 1  # a seed keeps giving the same dropout masks
+    assert parallel.slices(model, 12, training=False) == 3
+    x, y = data(12, (8, 8, 1))
+    calls = counting(monkeypatch)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=6, epochs=1, verbose=0)
+    model.predict(x)
+    assert calls == {"train": 0, "predict": 1}
+
+
+def test_fit_with_split_batches_matches_fit_with_whole_ones(monkeypatch):
+    x, y = data(40, (8, 8, 1))
+    calls = counting(monkeypatch)
+    weights = {}
+    for mode in ("blas", "batch"):
+        minicnn.set_parallel(mode)
+        model = conv_model(seed=3)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)  # 16, 16, 8: the last batch is short
+        weights[mode] = (model.get_weights(), history.history["loss"])
+    assert calls["train"] == 6  # 3 batches x 2 epochs, all split in 'batch' mode, none in 'blas'
+    np.testing.assert_allclose(weights["batch"][1], weights["blas"][1], rtol=1e-5)
+    for a, b in zip(weights["batch"][0], weights["blas"][0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_set_parallel_names_the_choices():
+    with pytest.raises(ValueError, match=r"set_parallel: mode must be one of \('auto', 'blas', 'batch'\); got 'gpu'"):
+        minicnn.set_parallel("gpu")
+    minicnn.set_parallel("BATCH")
+    assert minicnn.get_parallel() == "batch"
+
+
+def test_bounds_cover_the_batch_evenly():
+    assert parallel.bounds(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert parallel.bounds(2, 2) == [(0, 1), (1, 2)]
