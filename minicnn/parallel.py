@@ -27,7 +27,7 @@ same masks; prediction always may. ``threads()``, the number of slices, is Numba
 from __future__ import annotations
 
 import copy
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 import numpy as np
@@ -37,6 +37,7 @@ WINOGRAD_SHARE = 0.5
 
 _mode = "auto"
 _executor: ThreadPoolExecutor | None = None
+_workers = 0
 _blas = None  # threadpoolctl's controller, made on first use (it looks through the loaded libraries: ~3 ms)
 
 
@@ -113,17 +114,24 @@ def replicas(layers, k: int) -> list[list]:
 
 def run(fn, jobs: list[tuple]) -> list:
     """``[fn(*job) for job in jobs]``, each job on its own thread (the first on this one), with BLAS on one thread
-    meanwhile. The compiled kernels and NumPy's products release the GIL, so the jobs run at once."""
-    global _executor, _blas
-    if _executor is None or _executor._max_workers < len(jobs) - 1:
-        _executor = ThreadPoolExecutor(max(1, len(jobs) - 1), thread_name_prefix="minicnn")
+    meanwhile. The compiled kernels and NumPy's products release the GIL, so the jobs run at once. Returns only
+    when every job has ended; an exception in any of them is raised here."""
+    global _executor, _workers, _blas
+    if _executor is None or _workers < len(jobs) - 1:
+        if _executor is not None:
+            _executor.shutdown(wait=False)
+        _workers = max(1, len(jobs) - 1)
+        _executor = ThreadPoolExecutor(_workers, thread_name_prefix="minicnn")
     if _blas is None:
         from threadpoolctl import ThreadpoolController
 
         _blas = ThreadpoolController().select(user_api="blas")
     with _blas.limit(limits=1):
         futures = [_executor.submit(fn, *job) for job in jobs[1:]]
-        first = fn(*jobs[0])
+        try:
+            first = fn(*jobs[0])
+        finally:
+            wait(futures)  # even when this thread's job failed: no job outlives the BLAS limit
         return [first] + [f.result() for f in futures]
 
 

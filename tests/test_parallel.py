@@ -145,3 +145,24 @@ def test_set_parallel_names_the_choices():
 def test_bounds_cover_the_batch_evenly():
     assert parallel.bounds(10, 3) == [(0, 3), (3, 6), (6, 10)]
     assert parallel.bounds(2, 2) == [(0, 1), (1, 2)]
+
+
+def test_an_error_in_any_slice_reaches_the_caller_after_every_slice_ended():
+    ended = []
+
+    def job(i):
+        try:
+            if i == 1:
+                raise ValueError("slice 1 failed")
+            return i
+        finally:
+            ended.append(i)
+
+    with pytest.raises(ValueError, match="slice 1 failed"):
+        parallel.run(job, [(0,), (1,), (2,)])
+    assert sorted(ended) == [0, 1, 2]
+    ended.clear()
+    with pytest.raises(ValueError, match="slice 1 failed"):
+        parallel.run(job, [(1,), (0,), (2,)])  # the failing job on the calling thread
+    assert sorted(ended) == [0, 1, 2]
+    assert parallel.run(job, [(0,), (2,)]) == [0, 2]
