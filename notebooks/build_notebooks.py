@@ -1742,6 +1742,47 @@ def lesson_07() -> list[dict]:
         too small to say much. The full report of `python -m benchmarks` breaks the results down per layer and
         per thread count, and says how close each engine gets to the machine's peak GEMM speed.
 
+        ## Two ways to use two cores
+
+        A step can share the cores in two ways (`minicnn.parallel`). With `'blas'`, one thread runs the step and
+        BLAS splits each matrix product; everything around the products (im2col, Winograd's transforms, pooling)
+        runs on one core. With `'batch'` (data parallelism), the batch is cut into one slice per core, each thread
+        runs the whole forward and backward pass on its slice with its own copy of the layers, and the slices'
+        gradients, weighted by slice size, add up to the batch's: the same step. Model C, whose wide layers run by
+        Winograd's algorithm, is where the difference shows:
+        """),
+        code("""
+        import numba
+
+        cores = numba.get_num_threads()
+        if frameworks is None or cores < 2:
+            print(f"{cores} core(s) for Numba, or no benchmarks/: nothing to split")
+        else:
+            spec = specs.MODELS["C"]
+            batch = 8 if FAST else spec.batch
+            runners = {m: frameworks.make_runner("minicnn", spec, batch, infer_batch=batch) for m in ("blas", "batch")}
+
+            def in_mode(mode):
+                def step():
+                    minicnn.set_parallel(mode)
+                    try:
+                        return runners[mode].train_step()
+                    finally:
+                        minicnn.set_parallel("auto")
+                return step
+
+            steps = median_seconds({mode: in_mode(mode) for mode in runners}, REPEATS)
+            print(f"model C, batch {batch}, {cores} threads")
+            for mode, t in steps.items():
+                print(f"  {mode:<6} {batch / t:8,.0f} samples/s")
+        """),
+        md("""
+        On the 2-core machine where minicnn was measured, `'blas'` ran C no faster on two cores than on one, and
+        `'batch'` twice as fast: Winograd's 16 small products per block split badly, and with `'blas'` half of
+        each block's data goes back and forth between the two cores' caches. For the MNIST model R it was the
+        other way round (its large products split well). `minicnn.set_parallel("auto")`, the default, picks
+        `'batch'` when most of a model's arithmetic is in Winograd layers.
+
         ## Exercise
 
         Time the convolution above with a batch of 1, then 256. Which engine gains the most from a larger batch,
