@@ -3,7 +3,7 @@
 On a machine with more than one core there are two ways to share a training step between them:
 
 * ``'blas'``: one thread runs the step, and BLAS splits each matrix product over the cores. Nothing to set up,
-  and a model whose time is in large GEMMs scales well (the MNIST model R: 1.4-1.7x on two cores). But what
+  and a model whose time is in large GEMMs scales (the MNIST model R: 1.2-1.7x on two cores). But what
   lies around the products (im2col, the Winograd transforms, pooling) runs on one core; a Winograd layer's
   products are 16 small ones that split badly; and half of each block's data is left in the other core's cache
   by one product and must come back for the next transform. The CIFAR model C, whose wide layers run by
