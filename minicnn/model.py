@@ -182,7 +182,7 @@ class Sequential:
         """One gradient step on a batch already on the device. Returns (loss, output probabilities).
 
         On several cores the batch may be cut into slices that threads run at once (``minicnn.parallel``)."""
-        k = parallel.slices(self, len(x), training=True)
+        k = parallel.slices(self, len(x))
         if k > 1:
             loss, out = parallel.forward_backward(self, x, y, k)
         else:
@@ -372,7 +372,7 @@ class Sequential:
         return np.concatenate([np.asarray(o, np.float32) for o in outs])
 
     def _predict_batch(self, x):
-        k = parallel.slices(self, len(x), training=False)
+        k = parallel.slices(self, len(x))
         return parallel.forward(self, x, k) if k > 1 else self._forward(x, training=False)
 
     def __call__(self, x, training: bool = False):

@@ -19,9 +19,10 @@ On a machine with more than one core there are two ways to share a training step
   layers the engine runs by Winograd (C: 92%), else ``'blas'`` (R and S: none).
 
 Only the default CPU engine splits, and only when it runs its loops on one thread (``kernels.cpu.PARALLEL``
-off). Training splits a model only if it has no random layers (Dropout, Random*), so that a seed still gives the
-same masks; prediction always may. ``threads()``, the number of slices, is Numba's thread count: what
-``numba.set_num_threads`` sets (all cores unless told otherwise).
+off). Random layers (Dropout, Random*) draw their masks per slice, from generators seeded by theirs: the same
+seed gives the same training for the same number of threads, though not the same masks as an unsplit step.
+``threads()``, the number of slices, is Numba's thread count: what ``numba.set_num_threads`` sets (all cores
+unless told otherwise).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def winograd_share(layers) -> float:
     return wino / total if total else 0.0
 
 
-def slices(model, n: int, training: bool) -> int:
+def slices(model, n: int) -> int:
     """Into how many slices to cut a batch of ``n`` (1: run it whole, on this thread)."""
     k = min(threads(), n)
     if k < 2 or _mode == "blas" or model.backend.name != "cpu":
@@ -85,8 +86,6 @@ def slices(model, n: int, training: bool) -> int:
     from minicnn.kernels import cpu
 
     if cpu.PARALLEL:  # its loops already use every core
-        return 1
-    if training and any(hasattr(layer, "rng") for layer in model.layers):
         return 1
     if _mode == "auto" and winograd_share(model.layers) < WINOGRAD_SHARE:
         return 1
@@ -98,15 +97,19 @@ def bounds(n: int, k: int) -> list[tuple[int, int]]:
     return [(i * n // k, (i + 1) * n // k) for i in range(k)]
 
 
-def replicas(layers, k: int) -> list[list]:
+def replicas(layers, k: int, training: bool = False) -> list[list]:
     """k copies of the layers for k threads: each copy shares its layer's ``params`` (the same arrays) and has its
-    own ``cache`` and ``grads``."""
+    own ``cache`` and ``grads``. In training, a random layer's copy (Dropout, Random*) also gets its own generator,
+    seeded from the layer's, copy after copy: two threads never draw from one generator, and a seed still gives
+    the same masks (for the same number of threads)."""
     copies = []
     for _ in range(k):
         twins = []
         for layer in layers:
             twin = copy.copy(layer)
             twin.cache, twin.grads = None, {}
+            if training and hasattr(layer, "rng"):
+                twin.rng = np.random.default_rng(layer.rng.integers(2**63))
             twins.append(twin)
         copies.append(twins)
     return copies
@@ -139,7 +142,7 @@ def forward_backward(model, x, y, k: int):
     """``model``'s forward and backward pass on k slices of the batch at once; fills each layer's ``grads`` with
     the whole batch's gradient. Returns (the batch's mean loss, the outputs)."""
     n = len(x)
-    copies = replicas(model.layers, k)
+    copies = replicas(model.layers, k, training=True)
 
     def job(layers, s, e):
         loss, out = model._forward_backward(layers, x[s:e], y[s:e], weight=(e - s) / n)

@@ -90,12 +90,12 @@ def test_auto_splits_a_model_whose_work_is_in_winograd_layers(monkeypatch):
     wide, narrow = conv_model(wide=True), conv_model()
     assert parallel.winograd_share(wide.layers) > parallel.WINOGRAD_SHARE
     assert parallel.winograd_share(narrow.layers) == 0
-    assert parallel.slices(wide, 12, training=True) == 3 and parallel.slices(narrow, 12, training=True) == 1
-    assert parallel.slices(wide, 2, training=True) == 2  # no more slices than samples
+    assert parallel.slices(wide, 12) == 3 and parallel.slices(narrow, 12) == 1
+    assert parallel.slices(wide, 2) == 2  # no more slices than samples
     minicnn.set_parallel("blas")
-    assert parallel.slices(wide, 12, training=True) == 1
+    assert parallel.slices(wide, 12) == 1
     minicnn.set_parallel("batch")
-    assert parallel.slices(narrow, 12, training=True) == 3
+    assert parallel.slices(narrow, 12) == 3
     # the same step through the Winograd layers, whole and split
     x, y = data(6, (16, 16, 32))
     calls = counting(monkeypatch)
@@ -106,17 +106,29 @@ def test_auto_splits_a_model_whose_work_is_in_winograd_layers(monkeypatch):
         np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-5)
 
 
-def test_random_layers_train_whole_but_predict_split(monkeypatch):
-    model = conv_model(dropout=True)
-    minicnn.set_parallel("batch")
-    assert parallel.slices(model, 12, training=True) == 1  # a seed keeps giving the same dropout masks
-    assert parallel.slices(model, 12, training=False) == 3
+def test_random_layers_split_with_a_generator_per_slice_and_stay_reproducible(monkeypatch):
     x, y = data(12, (8, 8, 1))
     calls = counting(monkeypatch)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=6, epochs=1, verbose=0)
-    model.predict(x)
-    assert calls == {"train": 0, "predict": 1}
+    minicnn.set_parallel("batch")
+    runs = []
+    for _ in range(2):
+        model = conv_model(seed=5, dropout=True)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        history = model.fit(x, y, batch_size=6, epochs=2, verbose=0)
+        runs.append((model.get_weights(), history.history["loss"], model.predict(x)))
+    assert calls == {"train": 8, "predict": 2}  # 2 batches x 2 epochs x 2 runs; predict once per run
+    assert runs[0][1] == runs[1][1] and all(np.isfinite(runs[0][1]))
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        np.testing.assert_array_equal(a, b)  # same seed, same threads: the same masks, the same weights
+    # each slice's Dropout has its own generator, drawn from the layer's: the copies never share one
+    model = conv_model(seed=5, dropout=True)
+    dropout = model.layers[-2]
+    before = dropout.rng.bit_generator.state
+    copies = parallel.replicas(model.layers, 3, training=True)
+    rngs = [c[-2].rng for c in copies]
+    assert len({id(r) for r in rngs}) == 3 and all(r is not dropout.rng for r in rngs)
+    assert dropout.rng.bit_generator.state != before
+    assert all(c[-2].rng is dropout.rng for c in parallel.replicas(model.layers, 3))  # predict: untouched
 
 
 def test_fit_with_split_batches_matches_fit_with_whole_ones(monkeypatch):
