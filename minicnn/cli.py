@@ -66,6 +66,8 @@ def cmd_train(args) -> int:
     minicnn.set_random_seed(args.seed)
     if args.device:
         minicnn.set_device(args.device)
+    if args.parallel:
+        minicnn.set_parallel(args.parallel)
     (x, y), (xv, yv), names = load_data(args.data, args.image_size, args.color_mode, args.validation_split, args.seed)
     print(f"data: {len(x)} training and {len(xv)} validation images of shape {x.shape[1:]}, {len(names)} classes")
     model = zoo.build(args.model, x.shape[1:], len(names), augment=args.augment, seed=args.seed)
@@ -265,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=out_default, help="where to save the trained model (.safetensors)")
         p.add_argument("--plot", help="save the training curves to this PNG")
         p.add_argument("--device", choices=["cpu", "cuda"], help="where to train (default: cpu)")
+        p.add_argument(
+            "--parallel",
+            choices=["auto", "blas", "batch"],
+            help="several cores: BLAS threads, or each thread a slice of the batch (default: auto)",
+        )
         p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
 
     demo = sub.add_parser("demo", help="train a small CNN on the embedded shapes set (no download)")

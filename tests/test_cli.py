@@ -114,3 +114,25 @@ def test_bench_passes_its_options_to_the_benchmark_suite(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "usage: minicnn bench" in out and "--quick" in out and "--out" in out
+
+
+def test_train_parallel_batch_splits_each_batch(tmp_path, monkeypatch):
+    import minicnn
+    from minicnn import parallel
+
+    photos = make_photo_folder(tmp_path / "photos", n_per_class=6)
+    monkeypatch.setattr(parallel, "threads", lambda: 2)
+    split = []
+    real = parallel.forward_backward
+    monkeypatch.setattr(parallel, "forward_backward", lambda *a: split.append(a[-1]) or real(*a))
+    args = ["train", str(photos), "--model", "tiny", "--image-size", "16", "--epochs", "1", "--batch-size", "4",
+            "--validation-split", "0", "--out", str(tmp_path / "m.safetensors"), "--verbose", "0"]  # fmt: skip
+    try:
+        with pytest.warns(UserWarning, match="broken.jpg"):
+            assert main([*args, "--parallel", "batch"]) == 0
+        assert split == [2, 2, 2]  # 12 photos, batches of 4, each cut in two
+        assert minicnn.get_parallel() == "batch"
+    finally:
+        minicnn.set_parallel("auto")
+    with pytest.raises(SystemExit):
+        main([*args, "--parallel", "gpu"])
