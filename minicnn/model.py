@@ -340,12 +340,8 @@ class Sequential:
             x, y = self._check_xy(x, y, "evaluate")
             batches = self._train_batches(x, y, batch_size, shuffle=False, streaming=False)
         for xb, yb in batches:
-            out = self._forward(xb, training=False)
-            loss, _ = (
-                self.loss.forward(out, yb)
-                if not self._fused()
-                else self.loss.forward_from_logits(self.layers[-1].logits, yb)
-            )
+            out, logits = self._predict_batch(xb, keep_logits=self._fused())
+            loss, _ = self.loss.forward(out, yb) if logits is None else self.loss.forward_from_logits(logits, yb)
             totals.add(len(yb), float(loss), self._accuracy(out, yb))
         logs = totals.logs(self.metrics)
         if verbose and verbose != "auto":
@@ -366,14 +362,19 @@ class Sequential:
         else:
             x = self._check_x(x, "predict")
             chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
-        outs = [self.backend.to_numpy(self._predict_batch(self.backend.asarray(xb, np.float32))) for xb in chunks]
+        outs = [self.backend.to_numpy(self._predict_batch(self.backend.asarray(xb, np.float32))[0]) for xb in chunks]
         if not outs:
             return np.zeros((0, *self.output_shape), np.float32)
         return np.concatenate([np.asarray(o, np.float32) for o in outs])
 
-    def _predict_batch(self, x):
+    def _predict_batch(self, x, keep_logits: bool = False):
+        """(outputs, the last layer's logits if ``keep_logits`` else None) for one batch, split over threads when
+        ``minicnn.parallel`` says so."""
         k = parallel.slices(self, len(x))
-        return parallel.forward(self, x, k) if k > 1 else self._forward(x, training=False)
+        if k > 1:
+            return parallel.forward(self, x, k, keep_logits)
+        out = self._forward(x, training=False)
+        return out, (self.layers[-1].logits if keep_logits else None)
 
     def __call__(self, x, training: bool = False):
         return self.predict(x) if not training else self._forward(self.backend.asarray(x, np.float32), True)

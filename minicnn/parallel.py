@@ -157,11 +157,15 @@ def forward_backward(model, x, y, k: int):
     return sum(loss for loss, _ in results), np.concatenate([out for _, out in results])
 
 
-def forward(model, x, k: int):
-    """``model``'s inference forward pass on k slices of ``x`` at once."""
+def forward(model, x, k: int, keep_logits: bool = False):
+    """``model``'s inference forward pass on k slices of ``x`` at once: (outputs, the last layer's logits if
+    ``keep_logits`` else None)."""
 
     def job(layers, s, e):
-        return model._forward(x[s:e], training=False, layers=layers)
+        out = model._forward(x[s:e], training=False, layers=layers)
+        return out, (layers[-1].logits if keep_logits else None)
 
     copies = replicas(model.layers, k)
-    return np.concatenate(run(job, [(layers, s, e) for layers, (s, e) in zip(copies, bounds(len(x), k), strict=True)]))
+    results = run(job, [(layers, s, e) for layers, (s, e) in zip(copies, bounds(len(x), k), strict=True)])
+    out = np.concatenate([out for out, _ in results])
+    return out, (np.concatenate([z for _, z in results]) if keep_logits else None)

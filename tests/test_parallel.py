@@ -60,7 +60,7 @@ def two_steps(model, x, y, mode, loss="sparse_categorical_crossentropy"):
     minicnn.set_parallel(mode)
     model.compile(optimizer="adam", loss=loss)
     results = [model.train_on_batch(x, y) for _ in range(2)]
-    return results, model.get_weights(), model.predict(x, batch_size=len(x))
+    return results, model.get_weights(), model.predict(x, batch_size=len(x)), model.evaluate(x, y, verbose=0)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -77,7 +77,8 @@ def test_split_step_equals_the_whole_batch_step(monkeypatch, fused):
     whole = two_steps(conv_model(last=last), x, y, "blas", loss)
     assert calls == {"train": 0, "predict": 0}
     split = two_steps(conv_model(last=last), x, y, "batch", loss)
-    assert calls == {"train": 2, "predict": 1}
+    assert calls == {"train": 2, "predict": 2}  # predict and evaluate
+    assert split[3] == pytest.approx(whole[3], rel=1e-5)  # evaluate's loss, from the slices' logits when fused
     for (loss_w, out_w), (loss_s, out_s) in zip(whole[0], split[0], strict=True):
         assert loss_s == pytest.approx(loss_w, rel=1e-5)
         np.testing.assert_allclose(out_s, out_w, rtol=1e-5, atol=1e-6)
@@ -101,7 +102,7 @@ def test_auto_splits_a_model_whose_work_is_in_winograd_layers(monkeypatch):
     calls = counting(monkeypatch)
     whole = two_steps(conv_model(wide=True), x, y, "blas")
     split = two_steps(conv_model(wide=True), x, y, "auto")
-    assert calls == {"train": 2, "predict": 1}
+    assert calls == {"train": 2, "predict": 2}
     for w_whole, w_split in zip(whole[1], split[1], strict=True):
         np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-5)
 
