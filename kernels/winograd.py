@@ -148,7 +148,10 @@ def _input_transform(xp, th, tw, V):
 @njit(cache=True, nogil=True)
 def _output_transform(M, th, tw, b, relu, out):
     """out[n, 2i:2i+2, 2j:2j+2] = A^T m A (+ b, then max(., 0) if ``relu``) for each tile; b may be empty. Rows and
-    columns of a tile past out's edge are dropped."""
+    columns of a tile past out's edge are dropped.
+
+    Indexed element by element, not through (F,) views of M and out as the other transforms are: here that measured
+    1.5-2x faster (a block of the CIFAR model's 32x32x32 layer: 0.12-0.15 against 0.24 ms)."""
     N, Ho, Wo, F = out.shape
     has_bias = b.size > 0
     tmp = np.empty((2, 4, F), M.dtype)  # A^T m: the row transform
@@ -157,26 +160,26 @@ def _output_transform(M, th, tw, b, relu, out):
         for i in range(th):
             for j in range(tw):
                 for q in range(4):
-                    m0, m1, m2, m3 = M[q, t], M[4 + q, t], M[8 + q, t], M[12 + q, t]
-                    u0, u1 = tmp[0, q], tmp[1, q]
                     for f in range(F):
-                        u0[f] = m0[f] + m1[f] + m2[f]
-                        u1[f] = m1[f] - m2[f] - m3[f]
+                        m1, m2 = M[4 + q, t, f], M[8 + q, t, f]
+                        tmp[0, q, f] = M[q, t, f] + m1 + m2
+                        tmp[1, q, f] = m1 - m2 - M[12 + q, t, f]
                 for a in range(2):
                     r = 2 * i + a
                     if r >= Ho:
                         continue
-                    e0, e1, e2, e3 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3]
                     for p in range(2):  # then the column transform, (A^T m) A
                         s = 2 * j + p
                         if s >= Wo:
                             continue
-                        y = out[n, r, s]
                         for f in range(F):
-                            v = e0[f] + e1[f] + e2[f] if p == 0 else e1[f] - e2[f] - e3[f]
+                            if p == 0:
+                                v = tmp[a, 0, f] + tmp[a, 1, f] + tmp[a, 2, f]
+                            else:
+                                v = tmp[a, 1, f] - tmp[a, 2, f] - tmp[a, 3, f]
                             if has_bias:
                                 v += b[f]
-                            y[f] = (v if v > 0 else 0) if relu else v
+                            out[n, r, s, f] = (v if v > 0 else 0) if relu else v
                 t += 1
 
 
