@@ -12,6 +12,12 @@ divided by its median time, read against this machine's GEMM peak on the same nu
 same run (``timing.gemm_peak``: a float32 1024^3 NumPy matmul). The count is the direct convolution's, for every
 framework; where an engine does less arithmetic (minicnn's Winograd layers, ``kernels/winograd.py``) its figure is
 an effective rate.
+
+**The yardstick, interleaved.** That peak is taken once, at the start of the run, and the speed of this machine's
+cores drifts by more than the margins of the targets (C's 1-thread training step, the same code, measured from 251
+to 375 ms in runs minutes apart). So the same matmul (64^3 in ``--quick``) also takes its turns among the
+frameworks' training steps, and each row records that peak too, ``gemm_gflops``: the model's rate read against the
+speed the cores had while it ran. The report shows both.
 """
 
 from __future__ import annotations
@@ -43,11 +49,13 @@ def run(quick: bool = False, unavailable: dict | None = None, thread_counts=None
             except Exception as e:  # a framework that cannot build this model is reported, not fatal
                 unavailable[fw] = f"{type(e).__name__}: {e}"
         train_flops, infer_flops = training_flops(spec, batch), forward_flops(spec, infer_batch)
+        gemm, gemm_flops = timing.matmul_call(64 if quick else 1024)
         for n_threads in thread_counts:
             efficiency = timing.parallel_efficiency() if n_threads > 1 else None
             with timing.threads(n_threads):
                 settled = n_threads > 1
-                train = timing.interleaved({fw: r.train_step for fw, r in runners.items()}, repeats, warmup, settled)
+                steps = {fw: r.train_step for fw, r in runners.items()} | {"gemm": gemm}
+                train = timing.interleaved(steps, repeats, warmup, settled)
                 infer = timing.interleaved({fw: r.predict for fw, r in runners.items()}, repeats, warmup, settled)
             row = {
                 "model": name,
@@ -55,6 +63,7 @@ def run(quick: bool = False, unavailable: dict | None = None, thread_counts=None
                 "infer_batch": infer_batch,
                 "threads": n_threads,
                 "efficiency": efficiency,
+                "gemm_gflops": gemm_flops / timing.median(train.pop("gemm")) / 1e9,
                 "train_gflop": train_flops / 1e9,
                 "infer_gflop": infer_flops / 1e9,
                 "results": {},

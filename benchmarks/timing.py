@@ -136,6 +136,17 @@ def matmul_seconds(n: int, n_threads: int, repeats: int = 5) -> float:
         return median(interleaved({"matmul": lambda: a @ b}, repeats)["matmul"])
 
 
+def matmul_call(n: int = 1024) -> tuple[Callable[[], object], float]:
+    """The yardstick as a contender: a callable that runs one float32 ``(n, n) @ (n, n)`` matmul, and its FLOPs.
+    ``models`` times it in turn with the frameworks, so that every GFLOP/s figure can also be read against a peak
+    measured under the same load as it was."""
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    return (lambda: np.matmul(a, b, out=out)), 2.0 * n**3
+
+
 def gemm_peak(n: int = 1024, repeats: int = 5) -> dict:
     """This machine's GEMM speed, the yardstick for every GFLOP/s figure: ``2 n^3 / t`` on 1 and all cores."""
     flops = 2.0 * n**3

@@ -4,6 +4,7 @@
 every section, and their tables must hold numbers. No timing is asserted: speed depends on the machine.
 """
 
+import json
 import math
 import os
 import re
@@ -92,6 +93,23 @@ def test_quick_report_weighs_every_target(quick_run):
     assert any(f.startswith("cold start") for f in figures)
     for r in rows:
         assert r["met"] in ("yes", "**no**") and number(r["this run"]) is not None
+
+
+def test_quick_run_reads_each_model_against_an_interleaved_gemm_peak(quick_run):
+    _, out = quick_run
+    results = json.loads((out / "results.json").read_text())
+    rows = results["models"]["rows"]
+    assert rows and all(math.isfinite(r["gemm_gflops"]) and r["gemm_gflops"] > 0 for r in rows)
+    assert all("gemm" not in r["results"] for r in rows)  # the yardstick is not reported as a framework
+    text = (out / "report.md").read_text()
+    figures = {(r["figure"], r["threads"]): r for r in next(t for t in tables(text) if t and "met" in t[0])}
+    if torch_available():
+        for model in ("R", "C"):
+            row = next(r for r in rows if r["model"] == model and r["threads"] == 1)
+            share = 100 * row["results"]["minicnn"]["train_gflops"] / row["gemm_gflops"]
+            cell = figures[(f"{model} training, % of GEMM peak (interleaved)", "1")]["this run"]
+            assert number(cell) == pytest.approx(share, rel=0.01, abs=0.01)
+            assert (f"{model} training, % of GEMM peak (start of run)", "1") in figures
 
 
 def test_quick_report_tables_hold_numbers(quick_run):
