@@ -60,17 +60,23 @@ def transform_kernel(w: np.ndarray) -> np.ndarray:
     return U.reshape(16, w.shape[2], w.shape[3]).astype(w.dtype, copy=False)
 
 
+def _transformed_tiles_reference(x, pt, pl, th, tw):
+    """V: (4, 4, N, th, tw, C), B^T d B for every 4x4 tile d of x (at steps of 2, from (-pt, -pl)) and channel."""
+    N, H, W, C = x.shape
+    # pad so that every tile, even one hanging over the bottom or right edge, is a full 4x4 window
+    xp = np.zeros((N, 2 * th + 2, 2 * tw + 2, C), x.dtype)
+    xp[:, pt : pt + H, pl : pl + W] = x
+    d = sliding_window_view(xp, (4, 4), axis=(1, 2))[:, ::2, ::2]  # (N, th, tw, C, 4, 4): the tiles
+    return np.einsum("ai,ntscij,bj->abntsc", BT, d, BT)
+
+
 def conv3x3_reference(x, w, b=None, pad=(1, 1, 1, 1)):
     """x: (N, H, W, C), w: (3, 3, C, F), b: (F,) or None -> (N, Ho, Wo, F), stride 1, in NumPy: the formula above."""
     N, H, W, C = x.shape
     pt, pb, pl, pr = pad
     Ho, Wo = H + pt + pb - 2, W + pl + pr - 2
     th, tw = tiles(Ho, Wo)
-    # pad so that every tile, even one hanging over the bottom or right edge, is a full 4x4 window
-    xp = np.zeros((N, 2 * th + 2, 2 * tw + 2, C), x.dtype)
-    xp[:, pt : pt + H, pl : pl + W] = x
-    d = sliding_window_view(xp, (4, 4), axis=(1, 2))[:, ::2, ::2]  # (N, th, tw, C, 4, 4): the tiles
-    V = np.einsum("ai,ntscij,bj->abntsc", BT, d, BT)  # B^T d B, for every tile and channel
+    V = _transformed_tiles_reference(x, pt, pl, th, tw)
     M = np.einsum("abntsc,abcf->abntsf", V, transform_kernel(w).reshape(4, 4, C, -1))  # 16 products, sum over c
     Y = np.einsum("ia,abntsf,jb->ntisjf", AT, M, AT)  # A^T m A: (N, th, 2, tw, 2, F)
     out = Y.reshape(N, 2 * th, 2 * tw, -1)[:, :Ho, :Wo].astype(x.dtype)
@@ -88,10 +94,7 @@ def conv3x3_dw_reference(x, dout, pad=(1, 1, 1, 1)):
     N, H, W, C = x.shape
     Ho, Wo, F = dout.shape[1], dout.shape[2], dout.shape[3]
     th, tw = tiles(Ho, Wo)
-    xp = np.zeros((N, 2 * th + 2, 2 * tw + 2, C), x.dtype)
-    xp[:, pad[0] : pad[0] + H, pad[2] : pad[2] + W] = x
-    d = sliding_window_view(xp, (4, 4), axis=(1, 2))[:, ::2, ::2]
-    V = np.einsum("ai,ntscij,bj->abntsc", BT, d, BT)
+    V = _transformed_tiles_reference(x, pad[0], pad[2], th, tw)
     dy = np.zeros((N, 2 * th, 2 * tw, F), dout.dtype)  # outputs past the edge have no gradient
     dy[:, :Ho, :Wo] = dout
     Z = np.einsum("ia,ntisjf,jb->abntsf", AT, dy.reshape(N, th, 2, tw, 2, F), AT)  # A dY A^T

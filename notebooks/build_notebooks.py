@@ -343,7 +343,10 @@ def lesson_01() -> list[dict]:
         matrix products, so BLAS still does the arithmetic, 2.25x less of it. Here it is in NumPy, `einsum` for
         each transform:
         """),
-        code("print(inspect.getsource(winograd.conv3x3_reference))"),
+        code("""
+        print(inspect.getsource(winograd._transformed_tiles_reference))
+        print(inspect.getsource(winograd.conv3x3_reference))
+        """),
         code("""
         pad = padding_amounts(H, W, 3, 3, (1, 1), "same")
         want, _ = reference.conv2d_forward(x[:1], w, b, (1, 1), pad)
