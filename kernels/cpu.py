@@ -9,7 +9,8 @@ once and how the loops run:
   Winograd's algorithm instead (``winograd.py``): forward, dw and, for 'same' layers, dx;
 * big outputs and gradients come from a pool of reused buffers (``buffers.py``), not fresh pages every step;
 * ``@njit`` compiles each loop nest to machine code (``cache=True`` keeps the compiled code on disk, so a second
-  process does not compile again);
+  process does not compile again; ``nogil=True`` lets other threads run Python meanwhile, as the slices of
+  ``minicnn.parallel`` do);
 * ``prange`` marks the outermost loop that may be split over the cores: each iteration writes its own rows
   (pooling forward) or its own image (col2im, pooling backward), so no two threads ever add to the same element
   and no locks are needed. By default the loops run on one thread and the cores go to BLAS (see ``PARALLEL``);
@@ -342,7 +343,7 @@ def _conv_dx(dout, w, x_shape, stride, pad):
 
 
 # ---------------------------------------------------------------------------------------------------- pooling
-@njit(cache=True, parallel=PARALLEL, error_model="numpy")
+@njit(cache=True, parallel=PARALLEL, nogil=True, error_model="numpy")
 def _maxpool_forward(x, ph, pw, sh, sw, pt, pl, out, argmax):
     N, H, W, C = x.shape
     _, Ho, Wo, _ = out.shape
@@ -367,7 +368,7 @@ def _maxpool_forward(x, ph, pw, sh, sw, pt, pl, out, argmax):
                         where[c] = at if better else where[c]
 
 
-@njit(cache=True, parallel=PARALLEL, error_model="numpy")
+@njit(cache=True, parallel=PARALLEL, nogil=True, error_model="numpy")
 def _maxpool2x2_forward(x, out, argmax):
     """The common case, MaxPooling2D(2) without padding, unrolled: the window's four (C,) runs are compared in
     registers, the first maximum kept on ties (a strict '>', in row-major order). Measured 2.5-4x faster than
@@ -393,7 +394,7 @@ def _maxpool2x2_forward(x, out, argmax):
                 where[c] = k
 
 
-@njit(cache=True, parallel=PARALLEL, error_model="numpy")
+@njit(cache=True, parallel=PARALLEL, nogil=True, error_model="numpy")
 def _maxpool_backward(dout, argmax, dx):
     N, Ho, Wo, C = dout.shape
     plane = dx.reshape(N, -1, C)  # (N, H*W, C): argmax indexes its middle axis directly, no division needed
@@ -426,7 +427,7 @@ def maxpool2d_backward(dout, cache):
     return dx
 
 
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, nogil=True)
 def _avgpool_forward(x, ph, pw, sh, sw, pt, pl, out):
     N, H, W, C = x.shape
     _, Ho, Wo, _ = out.shape
@@ -444,7 +445,7 @@ def _avgpool_forward(x, ph, pw, sh, sw, pt, pl, out):
                 out[n, i, j, c] = total * inv
 
 
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, nogil=True)
 def _avgpool_backward(dout, ph, pw, sh, sw, pt, pl, dx):
     N, H, W, C = dx.shape
     _, Ho, Wo, _ = dout.shape
@@ -478,13 +479,13 @@ def avgpool2d_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------------------------------------- relu
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, nogil=True)
 def _relu_forward(z, y):
     for k in prange(z.size):
         y[k] = z[k] if z[k] > 0 else 0
 
 
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, nogil=True)
 def _relu_backward(dout, y, dx):
     for k in prange(dout.size):
         dx[k] = dout[k] if y[k] > 0 else 0
@@ -494,7 +495,7 @@ def _relu_backward(dout, y, dx):
 # the compiler, which must allow for that, gives up vectorising: one branch per element, mispredicted half the time
 # when the signs are random (7.6 ms against 0.27 ms at the size of the MNIST model's first layer). A loop that
 # writes only the array it reads keeps the vector select.
-@njit(cache=True, parallel=PARALLEL)
+@njit(cache=True, parallel=PARALLEL, nogil=True)
 def _relu_backward_inplace(dout, y):
     for k in prange(dout.size):
         dout[k] = dout[k] if y[k] > 0 else 0

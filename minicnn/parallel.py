@@ -12,11 +12,17 @@ On a machine with more than one core there are two ways to share a training step
   into one slice per thread; each thread runs the whole forward and backward pass on its slice, with its own copy
   of the layers (sharing the weights) and BLAS on one thread, so each core keeps its own images in its own
   cache. The slices' gradients, each weighted by slice / batch, add up to the gradient of the whole batch's mean
-  loss, and the optimizer takes one step: the same step as ``'blas'``, up to rounding. On the 2-core development
-  machine, interleaved: C trained at 653 samples/s against 314, but R at 3,268 against 3,856 (two
-  GEMM-bound halves running at once each ran about 1.3x slower than alone).
-* ``'auto'``, the default: ``'batch'`` when at least ``WINOGRAD_SHARE`` of the model's multiply-adds are in
-  layers the engine runs by Winograd (C: 92%), else ``'blas'`` (R and S: none).
+  loss, and the optimizer takes one step: the same step as ``'blas'``, up to rounding. Each slice also pays fixed
+  costs: starting the jobs, the layers' Python (one thread at a time, under the GIL), adding up the gradients.
+  On the 2-core development machine, interleaved: C's step (batch 128) took 162-191 ms against 226-248 with
+  ``'blas'``, R's (batch 64) 16.8-18.1 ms against 19.5-22.8, and S's (batch 32) 3.3 ms against 2.2.
+* ``'auto'``, the default: ``'batch'`` when each slice gets at least ``MIN_SLICE_MACS`` multiply-adds of forward
+  work (C at 128 on two threads: 1,600 million; R at 64: 84 million), else ``'blas'`` (S at 32: 3 million; R at
+  32, 42 million, measured level).
+
+One trap on the way: after a multi-threaded product OpenBLAS's idle workers spin for about 0.1 s before they
+sleep, and on two cores the spinning worker takes a core's share from one of the jobs (R's step: 25-29 ms
+against 17-18). So ``run`` stops them first (``_stop_blas_workers``).
 
 Only the default CPU engine splits, and only when it runs its loops on one thread (``kernels.cpu.PARALLEL``
 off). Random layers (Dropout, Random*) draw their masks per slice, from generators seeded by theirs: the same
@@ -34,7 +40,7 @@ import numba
 import numpy as np
 
 MODES = ("auto", "blas", "batch")
-WINOGRAD_SHARE = 0.5
+MIN_SLICE_MACS = 50_000_000  # forward multiply-adds per slice, below which 'auto' leaves the cores to BLAS
 
 _mode = "auto"
 _executor: ThreadPoolExecutor | None = None
@@ -59,23 +65,20 @@ def threads() -> int:
     return numba.get_num_threads()
 
 
-def winograd_share(layers) -> float:
-    """The share of a forward pass's multiply-adds (Conv2D and Dense) in convolutions the CPU engine runs by
-    Winograd's algorithm."""
-    from minicnn.kernels.cpu import winograd_fits
+def forward_macs(layers) -> int:
+    """Multiply-adds of one sample's forward pass in the Conv2D and Dense layers (the direct convolution's count,
+    whatever algorithm the engine runs)."""
     from minicnn.layers.conv import Conv2D
     from minicnn.layers.dense import Dense
 
-    total = wino = 0
+    total = 0
     for layer in layers:
         if isinstance(layer, Conv2D):
             C, (Ho, Wo, F), (kh, kw) = layer.input_shape[-1], layer.output_shape, layer.kernel_size
-            macs = Ho * Wo * F * kh * kw * C
-            total += macs
-            wino += macs if winograd_fits(C, F, kh, kw, layer.strides, Ho, Wo) else 0
+            total += Ho * Wo * F * kh * kw * C
         elif isinstance(layer, Dense):
             total += layer.input_shape[-1] * layer.units
-    return wino / total if total else 0.0
+    return total
 
 
 def slices(model, n: int) -> int:
@@ -87,7 +90,7 @@ def slices(model, n: int) -> int:
 
     if cpu.PARALLEL:  # its loops already use every core
         return 1
-    if _mode == "auto" and winograd_share(model.layers) < WINOGRAD_SHARE:
+    if _mode == "auto" and forward_macs(model.layers) * n / k < MIN_SLICE_MACS:
         return 1
     return k
 
@@ -130,12 +133,30 @@ def run(fn, jobs: list[tuple]) -> list:
 
         _blas = ThreadpoolController().select(user_api="blas")
     with _blas.limit(limits=1):
+        _stop_blas_workers()
         futures = [_executor.submit(fn, *job) for job in jobs[1:]]
         try:
             first = fn(*jobs[0])
         finally:
             wait(futures)  # even when this thread's job failed: no job outlives the BLAS limit
         return [first] + [f.result() for f in futures]
+
+
+def _stop_blas_workers() -> None:
+    """Stop OpenBLAS's idle worker threads before the jobs start.
+
+    After a multi-threaded product, and whenever its thread count is raised again (as leaving the limit of the
+    last step does), OpenBLAS's pthreads workers wait for the next job by spinning, about 0.1 s
+    (``OPENBLAS_THREAD_TIMEOUT``), before they sleep. On a 2-core machine that spinning thread takes a core's
+    share from one of the jobs: R's halves each ran about 1.3x slower than alone, and the step 23-25 ms instead
+    of 15-17. ``blas_thread_shutdown_`` (which OpenBLAS also calls at exit) ends the workers; its next
+    multi-threaded product starts them again.
+    """
+    for lib in _blas.lib_controllers:
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads":
+            shutdown = getattr(lib.dynlib, "blas_thread_shutdown_", None)
+            if shutdown is not None:
+                shutdown()
 
 
 def forward_backward(model, x, y, k: int):

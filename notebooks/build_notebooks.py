@@ -1780,11 +1780,16 @@ def lesson_07() -> list[dict]:
                 print(f"  {mode:<6} {batch / t:8,.0f} samples/s")
         """),
         md("""
-        On the 2-core machine where minicnn was measured, `'blas'` ran C no faster on two cores than on one, and
-        `'batch'` twice as fast: Winograd's 16 small products per block split badly, and with `'blas'` half of
-        each block's data goes back and forth between the two cores' caches. For the MNIST model R it was the
-        other way round (its large products split well). `minicnn.set_parallel("auto")`, the default, picks
-        `'batch'` when most of a model's arithmetic is in Winograd layers.
+        On the 2-core machine where minicnn was measured, `'batch'` ran C's step 1.3-2.3x faster than `'blas'`:
+        Winograd's 16 small products per block split badly, and with `'blas'` half of each block's data goes back
+        and forth between the two cores' caches. The MNIST model R gained less (1.1-1.3x at batch 64: its large
+        products split well), and the small model S lost (its slices of 16 images are too little work for the
+        threads' fixed costs). `minicnn.set_parallel("auto")`, the default, picks `'batch'` when each slice gets
+        at least `minicnn.parallel.MIN_SLICE_MACS` multiply-adds of forward work.
+
+        One trap showed only once measured: after a multi-threaded product, OpenBLAS's idle worker spins for
+        about 0.1 s before it sleeps, and on two cores it takes a core's share from one of the slices' threads
+        (R's step: 25-29 ms instead of 17-18). `minicnn.parallel.run` stops those workers before the slices start.
 
         ## Exercise
 

@@ -1,5 +1,7 @@
 """Data parallelism (minicnn.parallel): a batch cut into slices that threads run at once gives the same step."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -87,17 +89,29 @@ def test_split_step_equals_the_whole_batch_step(monkeypatch, fused):
     np.testing.assert_allclose(split[2], whole[2], rtol=1e-5, atol=1e-6)
 
 
-def test_auto_splits_a_model_whose_work_is_in_winograd_layers(monkeypatch):
+def test_forward_macs_counts_the_direct_convolution_and_dense_multiply_adds():
+    narrow, wide = conv_model(), conv_model(wide=True)
+    # 4 filters of 3x3x1 at 6x6 outputs; 2x2 pooling leaves 3x3x4 = 36 inputs to Dense(3)
+    assert parallel.forward_macs(narrow.layers) == 6 * 6 * 4 * 9 + 36 * 3
+    # two 32 -> 32 'same' 3x3 layers at 16x16 (the engine runs them by Winograd: the count is the direct one's)
+    assert parallel.forward_macs(wide.layers) == 2 * 16 * 16 * 32 * 9 * 32 + 8 * 8 * 32 * 3
+
+
+def test_auto_splits_when_each_slice_has_enough_work(monkeypatch):
     wide, narrow = conv_model(wide=True), conv_model()
-    assert parallel.winograd_share(wide.layers) > parallel.WINOGRAD_SHARE
-    assert parallel.winograd_share(narrow.layers) == 0
-    assert parallel.slices(wide, 12) == 3 and parallel.slices(narrow, 12) == 1
+    monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 4 * parallel.forward_macs(wide.layers))
+    assert parallel.slices(wide, 12) == 3  # 4 samples a slice: enough
+    assert parallel.slices(wide, 11) == 1  # 11 / 3 a slice: too little
+    assert parallel.slices(narrow, 12) == 1
+    monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 0)
     assert parallel.slices(wide, 2) == 2  # no more slices than samples
     minicnn.set_parallel("blas")
     assert parallel.slices(wide, 12) == 1
     minicnn.set_parallel("batch")
-    assert parallel.slices(narrow, 12) == 3
-    # the same step through the Winograd layers, whole and split
+    monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 10**12)
+    assert parallel.slices(narrow, 12) == 3  # 'batch' splits whatever the work
+    # the same step through the Winograd layers, whole and split by 'auto'
+    monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 0)
     x, y = data(6, (16, 16, 32))
     calls = counting(monkeypatch)
     whole = two_steps(conv_model(wide=True), x, y, "blas")
@@ -105,6 +119,31 @@ def test_auto_splits_a_model_whose_work_is_in_winograd_layers(monkeypatch):
     assert calls == {"train": 2, "predict": 2}
     for w_whole, w_split in zip(whole[1], split[1], strict=True):
         np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-5)
+
+
+def _tasks() -> int:
+    """Threads of this process, Python's or not (OpenBLAS's workers are not)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through Linux's /proc")
+def test_run_stops_openblas_spinning_workers_before_the_jobs():
+    from threadpoolctl import ThreadpoolController, threadpool_limits
+
+    blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    if not any(lib.internal_api == "openblas" and lib.threading_layer == "pthreads" for lib in blas):
+        pytest.skip("NumPy's BLAS is not OpenBLAS with pthreads workers")
+    a = np.ones((256, 256), np.float32)
+    parallel.run(lambda: None, [(), ()])  # the job threads exist from now on
+    with threadpool_limits(limits=2):
+        if max(lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers) < 2:
+            pytest.skip("OpenBLAS runs on one thread here (one core, or OPENBLAS_NUM_THREADS=1): no workers")
+        a @ a  # a multi-threaded product: OpenBLAS's worker is now up (and spinning)
+        before = _tasks()
+        inside = parallel.run(_tasks, [(), ()])
+        b = a @ a  # its next multi-threaded product starts the workers again
+    assert max(inside) < before
+    np.testing.assert_array_equal(b, np.full((256, 256), 256, np.float32))
 
 
 def test_random_layers_split_with_a_generator_per_slice_and_stay_reproducible(monkeypatch):
