@@ -183,7 +183,7 @@ class Sequential:
 
         On several cores the batch may be cut into slices that threads run at once (``minicnn.parallel``)."""
         k = parallel.slices(self, len(x))
-        if k > 1:
+        if k:
             loss, out = parallel.forward_backward(self, x, y, k)
         else:
             loss, out = self._forward_backward(self.layers, x, y)
@@ -371,7 +371,7 @@ class Sequential:
         """(outputs, the last layer's logits if ``keep_logits`` else None) for one batch, split over threads when
         ``minicnn.parallel`` says so."""
         k = parallel.slices(self, len(x))
-        if k > 1:
+        if k:
             return parallel.forward(self, x, k, keep_logits)
         out = self._forward(x, training=False)
         return out, (self.layers[-1].logits if keep_logits else None)

@@ -3,22 +3,23 @@
 On a machine with more than one core there are two ways to share a training step between them:
 
 * ``'blas'``: one thread runs the step, and BLAS splits each matrix product over the cores. Nothing to set up,
-  and a model whose time is in large GEMMs scales (the MNIST model R: 1.2-1.7x on two cores). But what
-  lies around the products (im2col, the Winograd transforms, pooling) runs on one core; a Winograd layer's
-  products are 16 small ones that split badly; and half of each block's data is left in the other core's cache
-  by one product and must come back for the next transform. The CIFAR model C, whose wide layers run by
-  Winograd, took as long on two cores as on one.
+  and large products scale. But what lies around the products (im2col, the Winograd transforms, pooling) runs
+  on one core; a Winograd layer's products are 16 small ones that split badly; and half of each block's data is
+  left in the other core's cache by one product and must come back for the next pass. Small products lose more
+  than they gain: on the 2-core development machine, in fresh processes, the small model S's step (batch 32)
+  took 8.0 ms with ``'blas'`` against 2.7 on one core, and the MNIST model R's (batch 32) 68 ms against 13.
 * ``'batch'``: data parallelism, as PyTorch's DistributedDataParallel does across processes. The batch is cut
   into one slice per thread; each thread runs the whole forward and backward pass on its slice, with its own copy
   of the layers (sharing the weights) and BLAS on one thread, so each core keeps its own images in its own
   cache. The slices' gradients, each weighted by slice / batch, add up to the gradient of the whole batch's mean
   loss, and the optimizer takes one step: the same step as ``'blas'``, up to rounding. Each slice also pays fixed
   costs: starting the jobs, the layers' Python (one thread at a time, under the GIL), adding up the gradients.
-  On the 2-core development machine, interleaved: C's step (batch 128) took 162-191 ms against 226-248 with
-  ``'blas'``, R's (batch 64) 16.8-18.1 ms against 19.5-22.8, and S's (batch 32) 3.3 ms against 2.2.
+  Same machine, interleaved: the CIFAR model C's step (batch 128) took 162-191 ms against 226-248 with
+  ``'blas'``, and R's (batch 64) 16.4-18.3 ms against 17.1-21.1.
 * ``'auto'``, the default: ``'batch'`` when each slice gets at least ``MIN_SLICE_MACS`` multiply-adds of forward
-  work (C at 128 on two threads: 1,600 million; R at 64: 84 million), else ``'blas'`` (S at 32: 3 million; R at
-  32, 42 million, measured level).
+  work (C at 128 on two threads: 1,600 million; R at 64: 84 million; R at 32: 42 million, 9.7 ms a step against
+  13.2 on one core), else the whole step on one core, as one slice (S at 32: 3 million a slice, 2.7 ms against
+  3.5 split; R at 16: 21 million, 7.2 against 7.8).
 
 One trap on the way: after a multi-threaded product OpenBLAS's idle workers spin for about 0.1 s before they
 sleep, and on two cores the spinning worker takes a core's share from one of the jobs (R's step: 25-29 ms
@@ -26,7 +27,8 @@ against 17-18). So ``run`` stops them first (``_stop_blas_workers``).
 
 Only the default CPU engine splits, and only when it runs its loops on one thread (``kernels.cpu.PARALLEL``
 off). Random layers (Dropout, Random*) draw their masks per slice, from generators seeded by theirs: the same
-seed gives the same training for the same number of threads, though not the same masks as an unsplit step.
+seed gives the same training for the same number of threads, though with two or more slices not the same masks
+as an unsplit step.
 ``threads()``, the number of slices, is Numba's thread count: what ``numba.set_num_threads`` sets (all cores
 unless told otherwise).
 """
@@ -40,7 +42,7 @@ import numba
 import numpy as np
 
 MODES = ("auto", "blas", "batch")
-MIN_SLICE_MACS = 50_000_000  # forward multiply-adds per slice, below which 'auto' leaves the cores to BLAS
+MIN_SLICE_MACS = 25_000_000  # forward multiply-adds per slice, below which 'auto' runs the step on one core
 
 _mode = "auto"
 _executor: ThreadPoolExecutor | None = None
@@ -82,16 +84,18 @@ def forward_macs(layers) -> int:
 
 
 def slices(model, n: int) -> int:
-    """Into how many slices to cut a batch of ``n`` (1: run it whole, on this thread)."""
-    k = min(threads(), n)
-    if k < 2 or _mode == "blas" or model.backend.name != "cpu":
-        return 1
+    """How a batch of ``n`` uses the cores. 0: whole, on this thread, with BLAS on every core (``'blas'``). k >= 1:
+    cut into k slices that k threads run at once, each with BLAS on one thread; k = 1 is the whole batch on this
+    thread and one core."""
+    if threads() < 2 or _mode == "blas" or model.backend.name != "cpu":
+        return 0
     from minicnn.kernels import cpu
 
     if cpu.PARALLEL:  # its loops already use every core
-        return 1
+        return 0
+    k = min(threads(), n)
     if _mode == "auto" and forward_macs(model.layers) * n / k < MIN_SLICE_MACS:
-        return 1
+        return 1  # too little work to share out
     return k
 
 
@@ -104,14 +108,15 @@ def replicas(layers, k: int, training: bool = False) -> list[list]:
     """k copies of the layers for k threads: each copy shares its layer's ``params`` (the same arrays) and has its
     own ``cache`` and ``grads``. In training, a random layer's copy (Dropout, Random*) also gets its own generator,
     seeded from the layer's, copy after copy: two threads never draw from one generator, and a seed still gives
-    the same masks (for the same number of threads)."""
+    the same masks (for the same number of threads). A single copy keeps the layer's generator: one slice draws
+    the masks of the unsplit step."""
     copies = []
     for _ in range(k):
         twins = []
         for layer in layers:
             twin = copy.copy(layer)
             twin.cache, twin.grads = None, {}
-            if training and hasattr(layer, "rng"):
+            if training and hasattr(layer, "rng") and k > 1:  # one slice draws from the layer's own, as unsplit
                 twin.rng = np.random.default_rng(layer.rng.integers(2**63))
             twins.append(twin)
         copies.append(twins)

@@ -3,8 +3,8 @@
 ``profile(model, x, y)`` runs a few full training steps (after one warm-up step that absorbs JIT compilation),
 times each phase with ``time.perf_counter`` and reports medians, so that a learner sees which layer to optimise.
 The steps are real: the weights change, as in training. They run whole, on one thread with BLAS on every core
-(``minicnn.set_parallel('blas')``): a model that ``minicnn.parallel`` cuts into slices of the batch trains faster
-than the 'step' line says.
+(``minicnn.set_parallel('blas')``), so on several cores a model that ``minicnn.parallel`` cuts into slices of the
+batch, or runs on one core, trains at another speed than the 'step' line says.
 """
 
 from __future__ import annotations

@@ -1784,8 +1784,10 @@ def lesson_07() -> list[dict]:
         Winograd's 16 small products per block split badly, and with `'blas'` half of each block's data goes back
         and forth between the two cores' caches. The MNIST model R gained less (1.1-1.3x at batch 64: its large
         products split well), and the small model S lost (its slices of 16 images are too little work for the
-        threads' fixed costs). `minicnn.set_parallel("auto")`, the default, picks `'batch'` when each slice gets
-        at least `minicnn.parallel.MIN_SLICE_MACS` multiply-adds of forward work.
+        threads' fixed costs), but S lost more with `'blas'`, whose split of its small products cost more than
+        it saved (8.0 ms a step against 2.7 on one core). `minicnn.set_parallel("auto")`, the default, picks
+        `'batch'` when each slice gets at least `minicnn.parallel.MIN_SLICE_MACS` multiply-adds of forward work,
+        else runs the step on one core.
 
         One trap showed only once measured: after a multi-threaded product, OpenBLAS's idle worker spins for
         about 0.1 s before it sleeps, and on two cores it takes a core's share from one of the slices' threads

@@ -101,12 +101,16 @@ def test_auto_splits_when_each_slice_has_enough_work(monkeypatch):
     wide, narrow = conv_model(wide=True), conv_model()
     monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 4 * parallel.forward_macs(wide.layers))
     assert parallel.slices(wide, 12) == 3  # 4 samples a slice: enough
-    assert parallel.slices(wide, 11) == 1  # 11 / 3 a slice: too little
+    assert parallel.slices(wide, 11) == 1  # 11 / 3 a slice: too little, so one slice on one core
     assert parallel.slices(narrow, 12) == 1
     monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 0)
     assert parallel.slices(wide, 2) == 2  # no more slices than samples
     minicnn.set_parallel("blas")
-    assert parallel.slices(wide, 12) == 1
+    assert parallel.slices(wide, 12) == 0  # not sliced: BLAS's threads
+    monkeypatch.setattr(parallel, "threads", lambda: 1)
+    minicnn.set_parallel("batch")
+    assert parallel.slices(wide, 12) == 0  # one core: nothing to share
+    monkeypatch.setattr(parallel, "threads", lambda: 3)
     minicnn.set_parallel("batch")
     monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 10**12)
     assert parallel.slices(narrow, 12) == 3  # 'batch' splits whatever the work
@@ -119,6 +123,37 @@ def test_auto_splits_when_each_slice_has_enough_work(monkeypatch):
     assert calls == {"train": 2, "predict": 2}
     for w_whole, w_split in zip(whole[1], split[1], strict=True):
         np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_auto_runs_a_small_step_as_one_slice_on_one_core(monkeypatch, dropout):
+    from threadpoolctl import threadpool_info
+
+    x, y = data(10, (8, 8, 1))
+    calls = counting(monkeypatch)
+    seen = []  # (jobs in the call, BLAS's thread counts inside a job)
+    run = parallel.run
+
+    def spy(fn, jobs):
+        def job(*args):
+            seen.append((len(jobs), {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}))
+            return fn(*args)
+
+        return run(job, jobs)
+
+    monkeypatch.setattr(parallel, "run", spy)
+    whole = two_steps(conv_model(dropout=dropout), x, y, "blas")
+    assert calls == {"train": 0, "predict": 0}
+    one = two_steps(
+        conv_model(dropout=dropout), x, y, "auto"
+    )  # one slice: the layer's own masks  # 10 samples of a tiny model: far below MIN_SLICE_MACS
+    assert calls == {"train": 2, "predict": 2}
+    assert seen and all(jobs == 1 and blas_threads <= {1} for jobs, blas_threads in seen)
+    for (loss_w, out_w), (loss_1, out_1) in zip(whole[0], one[0], strict=True):
+        assert loss_1 == pytest.approx(loss_w, rel=1e-6)
+        np.testing.assert_allclose(out_1, out_w, rtol=1e-6, atol=1e-7)
+    for w_whole, w_one in zip(whole[1], one[1], strict=True):
+        np.testing.assert_allclose(w_one, w_whole, rtol=1e-5, atol=1e-7)
 
 
 def _tasks() -> int:
