@@ -144,9 +144,8 @@ def test_auto_runs_a_small_step_as_one_slice_on_one_core(monkeypatch, dropout):
     monkeypatch.setattr(parallel, "run", spy)
     whole = two_steps(conv_model(dropout=dropout), x, y, "blas")
     assert calls == {"train": 0, "predict": 0}
-    one = two_steps(
-        conv_model(dropout=dropout), x, y, "auto"
-    )  # one slice: the layer's own masks  # 10 samples of a tiny model: far below MIN_SLICE_MACS
+    # a tiny model, far below MIN_SLICE_MACS: one slice, drawing the layers' own dropout masks
+    one = two_steps(conv_model(dropout=dropout), x, y, "auto")
     assert calls == {"train": 2, "predict": 2}
     assert seen and all(jobs == 1 and blas_threads <= {1} for jobs, blas_threads in seen)
     for (loss_w, out_w), (loss_1, out_1) in zip(whole[0], one[0], strict=True):
