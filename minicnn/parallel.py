@@ -150,11 +150,11 @@ def run(fn, jobs: list[tuple]) -> list:
 def _stop_blas_workers() -> None:
     """Stop OpenBLAS's idle worker threads before the jobs start.
 
-    After a multi-threaded product, and whenever its thread count is raised again (as leaving the limit of the
-    last step does), OpenBLAS's pthreads workers wait for the next job by spinning, about 0.1 s
+    After a multi-threaded product, and when its thread count is set (as the limit in ``run`` does, which also
+    starts workers stopped before), OpenBLAS's pthreads workers wait for the next job by spinning, about 0.1 s
     (``OPENBLAS_THREAD_TIMEOUT``), before they sleep. On a 2-core machine that spinning thread takes a core's
-    share from one of the jobs: R's halves each ran about 1.3x slower than alone, and the step 23-25 ms instead
-    of 15-17. ``blas_thread_shutdown_`` (which OpenBLAS also calls at exit) ends the workers; its next
+    share from the jobs: R's halves each ran about 1.3x slower than alone, and the step took 25-29 ms instead
+    of 17-18. ``blas_thread_shutdown_`` (which OpenBLAS also calls at exit) ends the workers; its next
     multi-threaded product starts them again.
     """
     for lib in _blas.lib_controllers:
