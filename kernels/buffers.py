@@ -18,6 +18,7 @@ high-water mark: ``clear()`` lets it go.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
@@ -37,7 +38,7 @@ def empty(shape, dtype) -> np.ndarray:
     """Like ``np.empty``: an uninitialised array, on the smallest free pooled buffer that fits it (and is no more
     than twice its size, so that a small array does not hold a big buffer), else on a new pooled buffer."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = int(math.prod(shape)) * dtype.itemsize  # math.prod: NumPy's np.prod costs ~15 us on a tuple
     if nbytes < MIN_BYTES or not ENABLED:
         return np.empty(shape, dtype)
     with _lock:
