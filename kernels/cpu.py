@@ -264,15 +264,19 @@ def conv2d_backward(dout, cache, need_dx=True):
 
 
 def _conv_dw(x, dout, w_shape, stride, pad):
-    """dw = cols^T @ dout, block by block, each block's cols rebuilt from x."""
+    """dw = cols^T @ dout, block by block, each block's cols rebuilt from x.
+
+    For a short patch, cols^T is the tap-by-tap copy itself, (kh*kw*C, rows) and contiguous: on one thread the
+    first layers' dw took 10-13% less time this way (C's conv1: 9.8-10.3 against 11.3-11.4 ms) than as the
+    transposed product dout^T @ cols, and R's 32->64 layer, whose cols come from im2col, took as long."""
     N = x.shape[0]
     kh, kw, C, F = w_shape
     P = dout.shape[1] * dout.shape[2]
     d2 = dout.reshape(N * P, F)
-    dwt = np.zeros((F, kh * kw * C), dout.dtype)  # dw transposed: BLAS runs dout^T @ cols faster here
+    dw = np.zeros((kh * kw * C, F), dout.dtype)
     for s, e in _blocks(N, P, kh * kw * C * x.itemsize):
-        dwt += d2[s * P : e * P].T @ _cols(x[s:e], kh, kw, stride, pad)
-    return np.ascontiguousarray(dwt.T).reshape(w_shape)
+        dw += _cols(x[s:e], kh, kw, stride, pad).T @ d2[s * P : e * P]
+    return dw.reshape(w_shape)
 
 
 def _full_pad(kh, kw, pad):
