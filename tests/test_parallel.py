@@ -111,7 +111,6 @@ def test_auto_splits_when_each_slice_has_enough_work(monkeypatch):
     minicnn.set_parallel("batch")
     assert parallel.slices(wide, 12) == 0  # one core: nothing to share
     monkeypatch.setattr(parallel, "threads", lambda: 3)
-    minicnn.set_parallel("batch")
     monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 10**12)
     assert parallel.slices(narrow, 12) == 3  # 'batch' splits whatever the work
     # the same step through the Winograd layers, whole and split by 'auto'
