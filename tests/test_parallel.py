@@ -7,6 +7,10 @@ import pytest
 
 import minicnn
 from minicnn import layers, losses, parallel
+from minicnn.kernels import cpu
+
+# With MINICNN_NUMBA_PARALLEL=1 the engine's loops already use every core, and minicnn.parallel never splits.
+splits = pytest.mark.skipif(cpu.PARALLEL, reason="MINICNN_NUMBA_PARALLEL=1: the engine's loops use every core")
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +69,7 @@ def two_steps(model, x, y, mode, loss="sparse_categorical_crossentropy"):
     return results, model.get_weights(), model.predict(x, batch_size=len(x)), model.evaluate(x, y, verbose=0)
 
 
+@splits
 @pytest.mark.parametrize("fused", [True, False])
 def test_split_step_equals_the_whole_batch_step(monkeypatch, fused):
     # fused: softmax + cross-entropy from the logits; else a linear output and a loss from logits, whose
@@ -97,6 +102,7 @@ def test_forward_macs_counts_the_direct_convolution_and_dense_multiply_adds():
     assert parallel.forward_macs(wide.layers) == 2 * 16 * 16 * 32 * 9 * 32 + 8 * 8 * 32 * 3
 
 
+@splits
 def test_auto_splits_when_each_slice_has_enough_work(monkeypatch):
     wide, narrow = conv_model(wide=True), conv_model()
     monkeypatch.setattr(parallel, "MIN_SLICE_MACS", 4 * parallel.forward_macs(wide.layers))
@@ -124,6 +130,7 @@ def test_auto_splits_when_each_slice_has_enough_work(monkeypatch):
         np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-5)
 
 
+@splits
 @pytest.mark.parametrize("dropout", [False, True])
 def test_auto_runs_a_small_step_as_one_slice_on_one_core(monkeypatch, dropout):
     from threadpoolctl import threadpool_info
@@ -179,6 +186,7 @@ def test_run_stops_openblas_spinning_workers_before_the_jobs():
     np.testing.assert_array_equal(b, np.full((256, 256), 256, np.float32))
 
 
+@splits
 def test_random_layers_split_with_a_generator_per_slice_and_stay_reproducible(monkeypatch):
     x, y = data(12, (8, 8, 1))
     calls = counting(monkeypatch)
@@ -204,6 +212,7 @@ def test_random_layers_split_with_a_generator_per_slice_and_stay_reproducible(mo
     assert all(c[-2].rng is dropout.rng for c in parallel.replicas(model.layers, 3))  # predict: untouched
 
 
+@splits
 def test_fit_with_split_batches_matches_fit_with_whole_ones(monkeypatch):
     x, y = data(40, (8, 8, 1))
     calls = counting(monkeypatch)
@@ -218,6 +227,13 @@ def test_fit_with_split_batches_matches_fit_with_whole_ones(monkeypatch):
     np.testing.assert_allclose(weights["batch"][1], weights["blas"][1], rtol=1e-5)
     for a, b in zip(weights["batch"][0], weights["blas"][0], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_nothing_splits_when_the_engine_loops_use_every_core(monkeypatch):
+    monkeypatch.setattr(cpu, "PARALLEL", True)
+    for mode in parallel.MODES:
+        minicnn.set_parallel(mode)
+        assert parallel.slices(conv_model(wide=True), 12) == 0
 
 
 def test_set_parallel_names_the_choices():
