@@ -95,32 +95,13 @@ OPENMP_SPIN_SECONDS = 0.02  # PyTorch's OpenMP workers go to sleep about 10 ms a
 def settle() -> None:
     """Send this process's thread pools to sleep, so that whoever runs next has the cores to itself.
 
-    OpenBLAS is told to stop its workers (``blas_thread_shutdown_``, which it also calls at exit; its next
-    multi-threaded call starts them again); OpenMP's workers, which cannot be told, are waited out.
+    OpenBLAS is told to stop its workers (``minicnn.parallel.stop_blas_workers``; its next multi-threaded call
+    starts them again); OpenMP's workers, which cannot be told, are waited out.
     """
-    for lib in _openblas_libraries():
-        lib.blas_thread_shutdown_()
+    from minicnn.parallel import stop_blas_workers
+
+    stop_blas_workers()
     time.sleep(OPENMP_SPIN_SECONDS)
-
-
-_openblas: list | None = None
-
-
-def _openblas_libraries() -> list:
-    """The OpenBLAS libraries loaded in this process (ctypes handles) that export ``blas_thread_shutdown_``."""
-    global _openblas
-    if _openblas is None:
-        import ctypes
-
-        from threadpoolctl import threadpool_info
-
-        _openblas = []
-        for info in threadpool_info():
-            if info.get("internal_api") == "openblas":
-                lib = ctypes.CDLL(info["filepath"])
-                if hasattr(lib, "blas_thread_shutdown_"):
-                    _openblas.append(lib)
-    return _openblas
 
 
 def median(values) -> float:

@@ -23,7 +23,7 @@ On a machine with more than one core there are two ways to share a training step
 
 One trap on the way: after a multi-threaded product OpenBLAS's idle workers spin for about 0.1 s before they
 sleep, and on two cores the spinning worker takes a core's share from one of the jobs (R's step: 25-29 ms
-against 17-18). So ``run`` stops them first (``_stop_blas_workers``).
+against 17-18). So ``run`` stops them first (``stop_blas_workers``).
 
 Only the default CPU engine splits, and only when it runs its loops on one thread (``kernels.cpu.PARALLEL``
 off). Random layers (Dropout, Random*) draw their masks per slice, from generators seeded by theirs: the same
@@ -127,18 +127,14 @@ def run(fn, jobs: list[tuple]) -> list:
     """``[fn(*job) for job in jobs]``, each job on its own thread (the first on this one), with BLAS on one thread
     meanwhile. The compiled kernels and NumPy's products release the GIL, so the jobs run at once. Returns only
     when every job has ended; an exception in any of them is raised here."""
-    global _executor, _workers, _blas
+    global _executor, _workers
     if _executor is None or _workers < len(jobs) - 1:
         if _executor is not None:
             _executor.shutdown(wait=False)
         _workers = max(1, len(jobs) - 1)
         _executor = ThreadPoolExecutor(_workers, thread_name_prefix="minicnn")
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
-
-        _blas = ThreadpoolController().select(user_api="blas")
-    with _blas.limit(limits=1):
-        _stop_blas_workers()
+    with _blas_controller().limit(limits=1):
+        stop_blas_workers()
         futures = [_executor.submit(fn, *job) for job in jobs[1:]]
         try:
             first = fn(*jobs[0])
@@ -147,8 +143,19 @@ def run(fn, jobs: list[tuple]) -> list:
         return [first] + [f.result() for f in futures]
 
 
-def _stop_blas_workers() -> None:
-    """Stop OpenBLAS's idle worker threads before the jobs start.
+def _blas_controller():
+    """threadpoolctl's handle on the BLAS libraries loaded in this process, made on first use."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController().select(user_api="blas")
+    return _blas
+
+
+def stop_blas_workers() -> None:
+    """Stop OpenBLAS's idle worker threads (``run`` does so before its jobs start; the benchmarks before each
+    timed call).
 
     After a multi-threaded product, and when its thread count is set (as the limit in ``run`` does, which also
     starts workers stopped before), OpenBLAS's pthreads workers wait for the next job by spinning, about 0.1 s
@@ -157,7 +164,7 @@ def _stop_blas_workers() -> None:
     of 17-18. ``blas_thread_shutdown_`` (which OpenBLAS also calls at exit) ends the workers; its next
     multi-threaded product starts them again.
     """
-    for lib in _blas.lib_controllers:
+    for lib in _blas_controller().lib_controllers:
         if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads":
             shutdown = getattr(lib.dynlib, "blas_thread_shutdown_", None)
             if shutdown is not None:
