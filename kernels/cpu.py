@@ -410,24 +410,61 @@ def _maxpool_backward(dout, argmax, dx):
                     plane[n, argmax[n, i, j, c], c] += dout[n, i, j, c]
 
 
+@njit(cache=True, parallel=PARALLEL, nogil=True, error_model="numpy")
+def _maxpool2x2_backward(dout, argmax, dx):
+    """MaxPooling2D(2)'s backward: the windows do not overlap, so each element of dx is written once, the
+    gradient where its window's winner was and a zero elsewhere, with no zero fill first (0.44 against 0.63 ms
+    for the general loop on the MNIST model's first pooling, one thread). One loop per element of the window,
+    each writing a single (C,) run: with the four writes in one loop, which the compiler must assume may alias,
+    it stayed scalar (4x slower). An odd last row or column of dx belongs to no window: zeros."""
+    N, Ho, Wo, C = dout.shape
+    W = dx.shape[2]
+    for n in prange(N):
+        dx[n, 2 * Ho :] = 0
+        dx[n, :, 2 * Wo :] = 0
+        for i in range(Ho):
+            r = 2 * i
+            for j in range(Wo):
+                s = 2 * j
+                at = r * W + s  # the flat index of the window's top-left element, as argmax records it
+                g, k = dout[n, i, j], argmax[n, i, j]
+                tl, tr, bl, br = dx[n, r, s], dx[n, r, s + 1], dx[n, r + 1, s], dx[n, r + 1, s + 1]  # (C,) views
+                for c in range(C):
+                    tl[c] = g[c] if k[c] == at else 0
+                for c in range(C):
+                    tr[c] = g[c] if k[c] == at + 1 else 0
+                for c in range(C):
+                    bl[c] = g[c] if k[c] == at + W else 0
+                for c in range(C):
+                    br[c] = g[c] if k[c] == at + W + 1 else 0
+
+
+def _is_2x2(pool, stride, pad) -> bool:
+    """MaxPooling2D(2) without padding: the case with its own unrolled kernels."""
+    return tuple(pool) == (2, 2) and tuple(stride) == (2, 2) and not any(pad)
+
+
 def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
     """x: (N, H, W, C) -> out: (N, Ho, Wo, C); the winner of each window is recorded once, as a flat index."""
     N, H, W, C = x.shape
     Ho, Wo = output_size(H, W, pool[0], pool[1], stride, pad)
     out = buffers.empty((N, Ho, Wo, C), x.dtype)
     argmax = buffers.empty((N, Ho, Wo, C), np.int32)
-    if tuple(pool) == (2, 2) and tuple(stride) == (2, 2) and not any(pad):
+    if _is_2x2(pool, stride, pad):
         _maxpool2x2_forward(np.ascontiguousarray(x), out, argmax)
     else:
         _maxpool_forward(np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], pad[0], pad[2], out, argmax)
-    return out, (x.shape, argmax)
+    return out, (x.shape, argmax, _is_2x2(pool, stride, pad))
 
 
 def maxpool2d_backward(dout, cache):
     """dout: (N, Ho, Wo, C) -> dx: (N, H, W, C)"""
-    x_shape, argmax = cache
+    x_shape, argmax, two_by_two = cache
     dx = buffers.empty(x_shape, dout.dtype)
-    _maxpool_backward(np.ascontiguousarray(dout), argmax, dx)
+    if two_by_two:
+        _maxpool2x2_backward(np.ascontiguousarray(dout), argmax, dx)
+    else:
+        _maxpool_backward(np.ascontiguousarray(dout), argmax, dx)
     return dx
 
 
