@@ -249,34 +249,42 @@ def conv2d_backward(dout, cache, need_dx=True):
     dx_by_winograd = dx_is_a_conv and winograd_fits(F, C, kh, kw, stride, H, W)  # dout's F channels into C
     if dx_is_a_conv and not dx_by_winograd:
         dx, dw = _conv_dx_dw(x, dout, w, pad)  # one im2col of dout gives both
-    else:
-        if winograd_fits(C, F, kh, kw, stride, Ho, Wo):  # the forward pass ran by Winograd: dw does too
-            dw = winograd.conv3x3_dw(x, dout, pad)
-        else:
-            dw = _conv_dw(x, dout, w.shape, stride, pad)
+    elif winograd_fits(C, F, kh, kw, stride, Ho, Wo):  # the forward pass ran by Winograd: dw does too
+        dw = winograd.conv3x3_dw(x, dout, pad)
         if dx_by_winograd:
             dx = winograd.conv3x3(dout, _rotated(w), None, _full_pad(kh, kw, pad))
         else:
             dx = _conv_dx(dout, w, x.shape, stride, pad) if need_dx else None
+    else:
+        dw, dx = _conv_dw_dx(x, dout, w, stride, pad, need_dx)
     # db = dout summed over every pixel, written as a GEMV, ones @ dout: NumPy's column sum of a tall matrix with
     # few columns runs ~10x slower than BLAS does this.
     return dx, dw, np.ones(len(d2), dtype) @ d2
 
 
-def _conv_dw(x, dout, w_shape, stride, pad):
-    """dw = cols^T @ dout, block by block, each block's cols rebuilt from x.
+def _conv_dw_dx(x, dout, w, stride, pad, need_dx):
+    """dw = cols^T @ dout and, if ``need_dx``, dx by dcols = dout @ w^T and col2im, block by block: each block's
+    cols is rebuilt from x, gives dw, and its buffer then takes dcols, while the block's dout is still in cache
+    (R's 32->64 layer: 3% less time than the two in separate passes over the batch).
 
     For a short patch, cols^T is the tap-by-tap copy itself, (kh*kw*C, rows) and contiguous: on one thread the
     first layers' dw took 10-13% less time this way (C's conv1: 9.8-10.3 against 11.3-11.4 ms) than as the
     transposed product dout^T @ cols, and R's 32->64 layer, whose cols come from im2col, took as long."""
     N = x.shape[0]
-    kh, kw, C, F = w_shape
-    P = dout.shape[1] * dout.shape[2]
-    d2 = dout.reshape(N * P, F)
+    kh, kw, C, F = w.shape
+    Ho, Wo = dout.shape[1:3]
+    P = Ho * Wo
+    d2, w2t = dout.reshape(N * P, F), w.reshape(-1, F).T
     dw = np.zeros((kh * kw * C, F), dout.dtype)
+    dx = buffers.zeros(x.shape, dout.dtype) if need_dx else None
     for s, e in _blocks(N, P, kh * kw * C * x.itemsize):
-        dw += _cols(x[s:e], kh, kw, stride, pad).T @ d2[s * P : e * P]
-    return dw.reshape(w_shape)
+        d = d2[s * P : e * P]
+        cols = _cols(x[s:e], kh, kw, stride, pad)
+        dw += cols.T @ d
+        if need_dx:
+            dcols = np.matmul(d, w2t, out=cols if cols.flags.c_contiguous else None)
+            _col2im(dcols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx[s:e])
+    return dw.reshape(w.shape), dx
 
 
 def _full_pad(kh, kw, pad):
@@ -333,7 +341,8 @@ def _conv_dx_dw(x, dout, w, pad):
 
 
 def _conv_dx(dout, w, x_shape, stride, pad):
-    """dx: (N, H, W, C) by dcols = dout @ w^T per block, and col2im adding each row back onto its patch."""
+    """dx: (N, H, W, C) by dcols = dout @ w^T per block, and col2im adding each row back onto its patch (after a
+    forward pass by Winograd, whose dw builds no cols to share)."""
     kh, kw, _, F = w.shape
     N, Ho, Wo, _ = dout.shape
     P = Ho * Wo
