@@ -324,6 +324,22 @@ TRAIN_TARGETS = {"S": 1.5, "R": 1.3, "C": 1.0}  # training samples/s ÷ PyTorch'
 INFER_TARGET = 1.0  # inference samples/s ÷ PyTorch's, every model
 PEAK_TARGET = {"R": 65.0, "C": 65.0}  # training GFLOP/s, % of the GEMM peak on the same threads
 WARM_START_SECONDS = 2.0  # import + build + first training step, Numba's cache warm
+# A start-of-run GEMM peak on n threads below SHARED_CORES_SCALING * n times the 1-thread peak was measured while
+# another guest had some of the cores (uncontended, this machine's 2-thread peak is 1.8-2.0x its 1-thread one):
+# read against it, a model's share of the peak reads far too high (R 91%, C 155% in one run). Such a row is shown
+# but not counted; the interleaved peak, measured beside the model's own steps, still is.
+SHARED_CORES_SCALING = 0.75
+
+
+def _met(met: bool) -> str:
+    return "yes" if met else "**no**"
+
+
+def cores_were_shared(gemm_peak: dict, n: int) -> bool:
+    """Whether the start-of-run GEMM peak on n threads scaled too little over one thread's to be a yardstick
+    (``SHARED_CORES_SCALING``)."""
+    one, many = gemm_peak.get(1), gemm_peak.get(n)
+    return n > 1 and bool(one and many) and many < SHARED_CORES_SCALING * n * one
 
 
 def targets_section(r: dict) -> list[str]:
@@ -331,7 +347,7 @@ def targets_section(r: dict) -> list[str]:
     rows = []
 
     def add(what, threads, value, target, met, unit=""):
-        rows.append([what, threads, f"{fmt(value)}{unit}", target, "yes" if met else "**no**"])
+        rows.append([what, threads, f"{fmt(value)}{unit}", target, met if isinstance(met, str) else _met(met)])
 
     models = r.get("models")
     if models and "rows" in models:
@@ -351,7 +367,10 @@ def targets_section(r: dict) -> list[str]:
                     if peak:
                         share = 100 * mine["train_gflops"] / peak
                         target = PEAK_TARGET[name]
-                        add(f"{name} training, % of GEMM peak ({when})", n, share, f"≥ {target:.0f}", share >= target)
+                        met = share >= target
+                        if when == "start of run" and cores_were_shared(r["gemm_peak"], n):
+                            met = f"not counted: that peak was {fmt(peak / r['gemm_peak'][1])}x one thread's"
+                        add(f"{name} training, % of GEMM peak ({when})", n, share, f"≥ {target:.0f}", met)
     memory = r.get("memory")
     if memory and "rows" in memory:
         delta = {(m["model"], m["framework"]): m.get("peak_delta_mib") for m in memory["rows"]}
@@ -384,7 +403,10 @@ def targets_section(r: dict) -> list[str]:
         "## Against the targets",
         "",
         "The issue's targets, read off this run's tables below (PyTorch at its faster layout). Two-thread figures "
-        "move with the load another guest puts on the cores: read them with their efficiency probes.",
+        "move with the load another guest puts on the cores: read them with their efficiency probes. A "
+        "start-of-run GEMM peak on n threads below "
+        f"{SHARED_CORES_SCALING:g} x n times one thread's was taken while the cores were shared: a share of it is "
+        "shown but not counted.",
         "",
     ]
     if r.get("quick"):
