@@ -144,12 +144,16 @@ CHUNK_BYTES = 2 << 20
 
 def _blocks(N: int, rows_per_image: int, row_bytes: int):
     """Image ranges [s, e) whose cols, ``rows_per_image * row_bytes`` per image, take at most about CHUNK_BYTES,
-    as even as can be: R's 32->64 layer at batch 32 runs blocks of 10, 11 and 11 images rather than 15, 15 and
+    as even as can be: R's 32->64 layer at batch 32 runs blocks of 11, 11 and 10 images rather than 15, 15 and
     a short 2, whose GEMMs run slower (forward and backward, one thread: 8.1 against 8.3 ms)."""
     per_block = max(1, CHUNK_BYTES // (rows_per_image * row_bytes))
     k = -(-N // per_block)  # as many blocks as full ones would need
+    size, bigger = divmod(N, k)
+    s = 0
     for i in range(k):
-        yield i * N // k, (i + 1) * N // k
+        e = s + size + (i < bigger)  # the bigger blocks first: the pooled buffers of one then fit the next
+        yield s, e
+        s = e
 
 
 # A first layer sees 1 or 3 channels: its patch is only 9 or 27 numbers long, and im2col then copies a few floats
@@ -250,15 +254,19 @@ def conv2d_backward(dout, cache, need_dx=True):
     (H, W), (Ho, Wo) = x.shape[1:3], dout.shape[1:3]
     dx_is_a_conv = need_dx and _dx_is_a_convolution(x.shape, w.shape, dout.shape, stride, pad)
     dx_by_winograd = dx_is_a_conv and winograd_fits(F, C, kh, kw, stride, H, W)  # dout's F channels into C
+    forward_by_winograd = winograd_fits(C, F, kh, kw, stride, Ho, Wo)
     if dx_is_a_conv and not dx_by_winograd:
         dx, dw = _conv_dx_dw(x, dout, w, pad)  # one im2col of dout gives both
-    elif winograd_fits(C, F, kh, kw, stride, Ho, Wo):  # the forward pass ran by Winograd: dw does too
-        dw = winograd.conv3x3_dw(x, dout, pad)
+    elif forward_by_winograd or dx_by_winograd:  # each of dw and dx by Winograd where it fits, else by im2col
+        if forward_by_winograd:
+            dw = winograd.conv3x3_dw(x, dout, pad)
+        else:
+            dw, _ = _conv_dw_dx(x, dout, w, stride, pad, need_dx=False)
         if dx_by_winograd:
             dx = winograd.conv3x3(dout, _rotated(w), None, _full_pad(kh, kw, pad))
         else:
             dx = _conv_dx(dout, w, x.shape, stride, pad) if need_dx else None
-    else:
+    else:  # both by im2col, in one pass over the blocks
         dw, dx = _conv_dw_dx(x, dout, w, stride, pad, need_dx)
     # db = dout summed over every pixel, written as a GEMV, ones @ dout: NumPy's column sum of a tall matrix with
     # few columns runs ~10x slower than BLAS does this.
@@ -268,7 +276,8 @@ def conv2d_backward(dout, cache, need_dx=True):
 def _conv_dw_dx(x, dout, w, stride, pad, need_dx):
     """dw = cols^T @ dout and, if ``need_dx``, dx by dcols = dout @ w^T and col2im, block by block: each block's
     cols is rebuilt from x, gives dw, and its buffer then takes dcols, while the block's dout is still in cache
-    (R's 32->64 layer: 3% less time than the two in separate passes over the batch).
+    (R's 32->64 layer: 3% less time than the two in separate passes over the batch). A short patch's cols is a
+    transposed view of the tap-by-tap copy, so its dcols gets a pooled buffer of its own.
 
     For a short patch, cols^T is the tap-by-tap copy itself, (kh*kw*C, rows) and contiguous: on one thread the
     first layers' dw took 10-13% less time this way (C's conv1: 9.8-10.3 against 11.3-11.4 ms) than as the
@@ -285,8 +294,11 @@ def _conv_dw_dx(x, dout, w, stride, pad, need_dx):
         cols = _cols(x[s:e], kh, kw, stride, pad)
         dw += cols.T @ d
         if need_dx:
-            dcols = np.matmul(d, w2t, out=cols if cols.flags.c_contiguous else None)
+            dcols = cols if cols.flags.c_contiguous else buffers.empty(cols.shape, cols.dtype)
+            np.matmul(d, w2t, out=dcols)
             _col2im(dcols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx[s:e])
+            del dcols
+        del cols  # its pooled buffer is free again for the next block
     return dw.reshape(w.shape), dx
 
 

@@ -371,3 +371,20 @@ def test_conv_blocks_cover_the_batch_evenly(N, rows, row_bytes):
     sizes = [e - s for s, e in blocks]
     assert min(sizes) >= 1 and max(sizes) <= per_block and max(sizes) - min(sizes) <= 1
     assert len(blocks) == -(-N // per_block)
+
+
+def test_maxpool_2x2_backward_writes_every_element_of_a_reused_buffer():
+    # The 2x2 backward fills dx without zeroing it first, and a big dx comes from the buffer pool, holding whatever
+    # an earlier step left there: here NaN. Odd sizes leave a last row and column that no window covers.
+    from minicnn.kernels import buffers
+
+    x = _pool_input(2, 65, 63, 16, ties=False, seed=3)
+    assert x.nbytes >= buffers.MIN_BYTES
+    buffers.clear()
+    out, cache = cpu.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
+    junk = buffers.empty(x.shape, np.float32)
+    junk.fill(np.nan)
+    del junk  # free again, NaN inside: the next request of this size gets it
+    dout = np.random.default_rng(4).standard_normal(out.shape).astype(np.float32)
+    _, ref_cache = reference.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
+    assert np.array_equal(cpu.maxpool2d_backward(dout, cache), reference.maxpool2d_backward(dout, ref_cache))
