@@ -363,13 +363,15 @@ def test_compiled_activations_match_numpy(name, dtype):
 @given(N=st.integers(1, 300), rows=st.integers(1, 2000), row_bytes=st.integers(1, 4096))
 def test_conv_blocks_cover_the_batch_evenly(N, rows, row_bytes):
     # The blocked convolutions cut a batch into ranges of images: together exactly [0, N), in order, none bigger
-    # than CHUNK_BYTES allows (one image at least), and as even as can be (sizes differ by one at most).
+    # than CHUNK_BYTES allows (one image at least), as even as can be (sizes differ by one at most), and the bigger
+    # ones first, so that the pooled buffers of the first block fit every later one.
     blocks = list(cpu._blocks(N, rows, row_bytes))
     per_block = max(1, cpu.CHUNK_BYTES // (rows * row_bytes))
     assert blocks[0][0] == 0 and blocks[-1][1] == N
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
     sizes = [e - s for s, e in blocks]
     assert min(sizes) >= 1 and max(sizes) <= per_block and max(sizes) - min(sizes) <= 1
+    assert sizes == sorted(sizes, reverse=True)
     assert len(blocks) == -(-N // per_block)
 
 
