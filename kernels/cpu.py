@@ -257,49 +257,48 @@ def conv2d_backward(dout, cache, need_dx=True):
     forward_by_winograd = winograd_fits(C, F, kh, kw, stride, Ho, Wo)
     if dx_is_a_conv and not dx_by_winograd:
         dx, dw = _conv_dx_dw(x, dout, w, pad)  # one im2col of dout gives both
-    elif forward_by_winograd or dx_by_winograd:  # each of dw and dx by Winograd where it fits, else by im2col
+    else:  # each of dw and dx by Winograd where it fits, the rest by im2col in one pass over the blocks
+        dw, dx = _conv_dw_dx(x, dout, w, stride, pad, not forward_by_winograd, need_dx and not dx_by_winograd)
         if forward_by_winograd:
             dw = winograd.conv3x3_dw(x, dout, pad)
-        else:
-            dw, _ = _conv_dw_dx(x, dout, w, stride, pad, need_dx=False)
         if dx_by_winograd:
             dx = winograd.conv3x3(dout, _rotated(w), None, _full_pad(kh, kw, pad))
-        else:
-            dx = _conv_dx(dout, w, x.shape, stride, pad) if need_dx else None
-    else:  # both by im2col, in one pass over the blocks
-        dw, dx = _conv_dw_dx(x, dout, w, stride, pad, need_dx)
     # db = dout summed over every pixel, written as a GEMV, ones @ dout: NumPy's column sum of a tall matrix with
     # few columns runs ~10x slower than BLAS does this.
     return dx, dw, np.ones(len(d2), dtype) @ d2
 
 
-def _conv_dw_dx(x, dout, w, stride, pad, need_dx):
-    """dw = cols^T @ dout and, if ``need_dx``, dx by dcols = dout @ w^T and col2im, block by block: each block's
-    cols is rebuilt from x, gives dw, and its buffer then takes dcols, while the block's dout is still in cache
-    (R's 32->64 layer: 3% less time than the two in separate passes over the batch). A short patch's cols is a
-    transposed view of the tap-by-tap copy, so its dcols gets a pooled buffer of its own.
+def _conv_dw_dx(x, dout, w, stride, pad, need_dw=True, need_dx=True):
+    """dw = cols^T @ dout and dx by dcols = dout @ w^T and col2im, each if asked (else None), block by block: each
+    block's cols is rebuilt from x, gives dw, and its buffer then takes dcols, while the block's dout is still in
+    cache (R's 32->64 layer: 3% less time than the two in separate passes over the batch).
 
     For a short patch, cols^T is the tap-by-tap copy itself, (kh*kw*C, rows) and contiguous: on one thread the
     first layers' dw took 10-13% less time this way (C's conv1: 9.8-10.3 against 11.3-11.4 ms) than as the
-    transposed product dout^T @ cols, and R's 32->64 layer, whose cols come from im2col, took as long."""
+    transposed product dout^T @ cols, and R's 32->64 layer, whose cols come from im2col, took as long. That cols
+    is a transposed view, so dcols then takes a pooled buffer of its own, as it does when dw is not asked."""
     N = x.shape[0]
     kh, kw, C, F = w.shape
     Ho, Wo = dout.shape[1:3]
-    P = Ho * Wo
-    d2, w2t = dout.reshape(N * P, F), w.reshape(-1, F).T
-    dw = np.zeros((kh * kw * C, F), dout.dtype)
+    P, K = Ho * Wo, kh * kw * C
+    d2, w2t = dout.reshape(N * P, F), w.reshape(K, F).T
+    dw = np.zeros((K, F), dout.dtype) if need_dw else None
     dx = buffers.zeros(x.shape, dout.dtype) if need_dx else None
-    for s, e in _blocks(N, P, kh * kw * C * x.itemsize):
+    if not (need_dw or need_dx):
+        return dw, dx
+    for s, e in _blocks(N, P, K * x.itemsize):
         d = d2[s * P : e * P]
-        cols = _cols(x[s:e], kh, kw, stride, pad)
-        dw += cols.T @ d
+        cols = _cols(x[s:e], kh, kw, stride, pad) if need_dw else None
+        if need_dw:
+            dw += cols.T @ d
         if need_dx:
-            dcols = cols if cols.flags.c_contiguous else buffers.empty(cols.shape, cols.dtype)
+            reuse = cols is not None and cols.flags.c_contiguous
+            dcols = cols if reuse else buffers.empty((len(d), K), dout.dtype)
             np.matmul(d, w2t, out=dcols)
             _col2im(dcols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx[s:e])
             del dcols
         del cols  # its pooled buffer is free again for the next block
-    return dw.reshape(w.shape), dx
+    return (dw.reshape(w.shape) if need_dw else None), dx
 
 
 def _full_pad(kh, kw, pad):
@@ -353,21 +352,6 @@ def _conv_dx_dw(x, dout, w, pad):
         dw_rot += x2[s * P : e * P].T @ dcols
     dw = dw_rot.reshape(C, kh, kw, F)[:, ::-1, ::-1].transpose(1, 2, 0, 3)
     return dx, np.ascontiguousarray(dw)
-
-
-def _conv_dx(dout, w, x_shape, stride, pad):
-    """dx: (N, H, W, C) by dcols = dout @ w^T per block, and col2im adding each row back onto its patch (after a
-    forward pass by Winograd, whose dw builds no cols to share)."""
-    kh, kw, _, F = w.shape
-    N, Ho, Wo, _ = dout.shape
-    P = Ho * Wo
-    d2, w2t = dout.reshape(N * P, F), w.reshape(-1, F).T
-    dx = buffers.zeros(x_shape, dout.dtype)
-    for s, e in _blocks(N, P, kh * kw * x_shape[3] * dout.itemsize):
-        d = d2[s * P : e * P]
-        dcols = np.matmul(d, w2t, out=buffers.empty((len(d), w2t.shape[1]), dout.dtype))
-        _col2im(dcols, kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, dx[s:e])
-    return dx
 
 
 # ---------------------------------------------------------------------------------------------------- pooling

@@ -231,6 +231,7 @@ def test_fit_with_split_batches_matches_fit_with_whole_ones(monkeypatch):
 
 def test_nothing_splits_when_the_engine_loops_use_every_core(monkeypatch):
     monkeypatch.setattr(cpu, "PARALLEL", True)
+    monkeypatch.setattr(parallel, "threads", lambda: 2)  # cores to split over, were it not for the engine's loops
     for mode in parallel.MODES:
         minicnn.set_parallel(mode)
         assert parallel.slices(conv_model(wide=True), 12) == 0
