@@ -554,6 +554,21 @@ def _torch_step(name, batch):
     return step
 
 
+def _through_numba(step):
+    """``step`` with every kernel launched through numba's dispatcher rather than ``cuda_launch.Kernel``'s path
+    (what each launch cost before that path)."""
+    from minicnn.kernels.cuda_launch import Kernel
+
+    def run():
+        Kernel.through_numba = True
+        try:
+            return step()
+        finally:
+            Kernel.through_numba = False
+
+    return run
+
+
 def _sync_both():
     import torch
     from numba import cuda
@@ -572,7 +587,9 @@ def time_models(batches=(64, 256, 1024)) -> None:
     rows = []
     for name in MODELS:
         for batch in batches:
-            t = _interleaved({"ours": _minicnn_step(name, batch), "theirs": _torch_step(name, batch)}, _sync_both)
+            contenders = {"ours": _minicnn_step(name, batch), "theirs": _torch_step(name, batch)}
+            contenders["ours_numba_launch"] = _through_numba(_minicnn_step(name, batch))
+            t = _interleaved(contenders, _sync_both)
             ours, theirs = t["ours"], t["theirs"]
             cpu = _time(_minicnn_step(name, batch, "cpu"), lambda: None, warmup=1, min_seconds=0.3, max_reps=5)
             row = {
@@ -581,12 +598,14 @@ def time_models(batches=(64, 256, 1024)) -> None:
                 "minicnn_samples_per_s": batch / ours,
                 "torch_samples_per_s": batch / theirs,
                 "ratio_to_torch": theirs / ours,
+                "minicnn_numba_launch_samples_per_s": batch / t["ours_numba_launch"],
                 "minicnn_cpu_samples_per_s": batch / cpu,
             }
             rows.append(row)
             say(
                 f"  model {name} batch {batch:5d}: minicnn {row['minicnn_samples_per_s']:9.0f}/s, "
                 f"torch {row['torch_samples_per_s']:9.0f}/s ({row['ratio_to_torch']:.2f}x), "
+                f"launched through numba {row['minicnn_numba_launch_samples_per_s']:9.0f}/s, "
                 f"minicnn CPU {row['minicnn_cpu_samples_per_s']:7.0f}/s"
             )
     RESULTS["models"] = rows
@@ -601,17 +620,22 @@ def profile_steps(batch=256, steps=5) -> None:
     from numba import cuda
 
     from minicnn.kernels import cuda_elementwise
+    from minicnn.kernels.cuda_launch import Kernel
 
     one = cuda.device_array(1, np.float32)
     cuda_elementwise.fill_kernel[1, 1](one, 0)
     cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(1000):
-        cuda_elementwise.fill_kernel[1, 1](one, 0)
-    cuda.synchronize()
-    launch_us = (time.perf_counter() - t0) * 1e3
-    say(f"  one numba.cuda launch from Python (1 thread, 2 arguments): {launch_us:.1f} us")
-    RESULTS["launch_us"] = launch_us
+    for through_numba in (True, False):
+        Kernel.through_numba = through_numba
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            cuda_elementwise.fill_kernel[1, 1](one, 0)
+        cuda.synchronize()
+        launch_us = (time.perf_counter() - t0) * 1e3
+        how = "through numba's dispatcher" if through_numba else "through cuda_launch.Kernel"
+        say(f"  one launch from Python, {how} (1 thread, 2 arguments): {launch_us:.1f} us")
+        RESULTS["launch_us_numba" if through_numba else "launch_us"] = launch_us
+    Kernel.through_numba = False
 
     rows = RESULTS["profile"] = []
     for name in MODELS:
@@ -691,13 +715,16 @@ def _python_profile(f, steps: int) -> list[str]:
 
 
 def _count_launches(f) -> int | None:
-    """How many kernels ``f()`` launches, counted at numba's dispatcher (None where it cannot be hooked)."""
+    """How many kernels ``f()`` launches: counted at numba's dispatcher, plus those ``cuda_launch.Kernel``
+    launched without it (None where the dispatcher cannot be hooked)."""
     from numba.cuda import dispatcher
+
+    from minicnn.kernels.cuda_launch import Kernel
 
     owner = getattr(dispatcher, "CUDADispatcher", None)
     if owner is None or not hasattr(owner, "call"):
         return None
-    count, original = [0], owner.call
+    count, original, fast = [0], owner.call, Kernel.launches
 
     def counting(self, *args, **kwargs):
         count[0] += 1
@@ -708,7 +735,7 @@ def _count_launches(f) -> int | None:
         f()
     finally:
         owner.call = original
-    return count[0]
+    return count[0] + Kernel.launches - fast
 
 
 def _device_us(event) -> float:
@@ -778,6 +805,7 @@ def summary() -> None:
         say(
             f"model {r['model']} batch {r['batch']:5d}  minicnn {r['minicnn_samples_per_s']:9.0f}/s  "
             f"{r['ratio_to_torch']:.2f}x torch ({r['torch_samples_per_s']:.0f}/s)  "
+            f"via numba {r.get('minicnn_numba_launch_samples_per_s', 0):.0f}/s  "
             f"CPU {r['minicnn_cpu_samples_per_s']:.0f}/s"
         )
     for r in RESULTS.get("profile", []):
@@ -845,12 +873,18 @@ def markdown(results: dict) -> str:
         out.append("")
     if "models" in results:
         out += ["### Training throughput, samples/s (fp32, Adam, random data; minicnn and PyTorch interleaved)", ""]
-        out += ["| model | batch | minicnn CUDA | PyTorch CUDA | minicnn / PyTorch | minicnn CPU (this host) |"]
-        out += ["|---|---|---|---|---|---|"]
+        out += [
+            "| model | batch | minicnn CUDA | PyTorch CUDA | minicnn / PyTorch | minicnn CUDA, launched through "
+            "numba | minicnn CPU (this host) |"
+        ]
+        out += ["|---|---|---|---|---|---|---|"]
         for r in results["models"]:
+            via = r.get("minicnn_numba_launch_samples_per_s")
             out.append(
                 f"| {r['model']} | {r['batch']} | {r['minicnn_samples_per_s']:,.0f} | "
-                f"{r['torch_samples_per_s']:,.0f} | {r['ratio_to_torch']:.2f} | {r['minicnn_cpu_samples_per_s']:,.0f} |"
+                f"{r['torch_samples_per_s']:,.0f} | {r['ratio_to_torch']:.2f} | "
+                + (f"{via:,.0f}" if via else "-")
+                + f" | {r['minicnn_cpu_samples_per_s']:,.0f} |"
             )
         out.append("")
     if "pool_on_off" in results:
@@ -869,7 +903,13 @@ def markdown(results: dict) -> str:
         out.append("")
     if "profile" in results:
         out += ["### Profile of one training step at batch 256", ""]
-        if "launch_us" in results:
+        if "launch_us_numba" in results:
+            out += [
+                f"One kernel launch from Python (2 arguments): {results['launch_us_numba']:.1f} us through numba's "
+                f"dispatcher, {results['launch_us']:.1f} us through `cuda_launch.Kernel`.",
+                "",
+            ]
+        elif "launch_us" in results:
             out += [f"One numba.cuda kernel launch from Python costs {results['launch_us']:.1f} us (2 arguments).", ""]
         for r in results["profile"]:
             out.append(

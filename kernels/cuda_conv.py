@@ -20,12 +20,12 @@ import numpy as np
 from numba import cuda, float32
 
 from .cuda_gemm import gemm
-from .cuda_launch import NONNEG, grid_2d
+from .cuda_launch import NONNEG, grid_2d, kernel
 from .cuda_reduce import column_sums
 from .shapes import output_size
 
 
-@cuda.jit
+@kernel
 def im2col_kernel(x, kh, kw, sh, sw, pt, pl, Ho, Wo, cols):
     """Block (TX, TY), grid (cdiv(kh*kw*C, TX), G). Thread ``x`` of the grid owns one column of ``cols``, an offset
     (p, q, c) within the patch, decoded once; thread ``y`` walks image rows (n, i), grid-stride, and along each
@@ -55,7 +55,7 @@ def im2col_kernel(x, kh, kw, sh, sw, pt, pl, Ho, Wo, cols):
             s += sw
 
 
-@cuda.jit
+@kernel
 def col2im_kernel(cols, kh, kw, sh, sw, pt, pl, Ho, Wo, dx):
     """Block (TX, TY), grid (cdiv(W*C, TX), G). Thread ``x`` owns one position (w, c) along an image row, thread
     ``y`` walks the image rows (n, h), grid-stride; each thread *gathers* from every patch that covers its pixel:

@@ -27,7 +27,7 @@ import numpy as np
 from numba import cuda, float32
 
 from .activations import LEAKY_RELU_SLOPE
-from .cuda_launch import grid_1d
+from .cuda_launch import grid_1d, kernel
 
 ONE, ZERO, SLOPE = float32(1), float32(0), float32(LEAKY_RELU_SLOPE)
 
@@ -84,27 +84,27 @@ def times(a, b):
 def map_kernel(f):
     """``y[i] = f(x[i])`` for every i, on flat arrays."""
 
-    @cuda.jit
-    def kernel(x, y):
+    @kernel
+    def map_f(x, y):
         for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
             y[i] = f(x[i])
 
-    return kernel
+    return map_f
 
 
 @functools.cache
 def zip_kernel(f):
     """``out[i] = f(a[i], b[i])`` for every i, on flat arrays."""
 
-    @cuda.jit
-    def kernel(a, b, out):
+    @kernel
+    def zip_f(a, b, out):
         for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
             out[i] = f(a[i], b[i])
 
-    return kernel
+    return zip_f
 
 
-@cuda.jit
+@kernel
 def softmax_rows_kernel(x, y):
     """One thread per row of (R, K): subtract the row max (no overflow), exponentiate, divide by the sum."""
     R, K = x.shape
@@ -121,7 +121,7 @@ def softmax_rows_kernel(x, y):
             y[r, k] = y[r, k] / total
 
 
-@cuda.jit
+@kernel
 def softmax_backward_rows_kernel(dout, y, dx):
     """``dx_k = y_k (dout_k - sum_j dout_j y_j)``, one thread per row."""
     R, K = y.shape
@@ -133,7 +133,7 @@ def softmax_backward_rows_kernel(dout, y, dx):
             dx[r, k] = y[r, k] * (dout[r, k] - dot)
 
 
-@cuda.jit
+@kernel
 def dropout_kernel(x, u, keep, scale, y, mask):
     """``mask = (u < keep) / keep``, ``y = x * mask``, in one pass over flat arrays."""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
@@ -142,7 +142,7 @@ def dropout_kernel(x, u, keep, scale, y, mask):
         y[i] = x[i] * m
 
 
-@cuda.jit
+@kernel
 def fill_kernel(a, value):
     """``a[i] = value`` for every i of a flat array, grid-stride (``zeros`` and the tests use it)."""
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
@@ -155,7 +155,8 @@ BACKWARD = {"relu": relu_grad, "sigmoid": sigmoid_grad, "tanh": tanh_grad, "leak
 
 
 def _flat(a):
-    return a.reshape(a.size)
+    """``a`` as a vector (a 1-D array as is: numba's reshape builds a new array object even then)."""
+    return a if a.ndim == 1 else a.reshape(a.size)
 
 
 def _rows(a):

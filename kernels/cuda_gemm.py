@@ -31,8 +31,9 @@ How the work is cut (Volkov & Demmel, 2008, and every tutorial SGEMM since):
 * Slabs that hang over the edge of A or B are filled with zeros, which add nothing; outputs past the edge of C
   are not written. Any M, N, K works.
 * **Split-K**: when C has too few tiles to fill the GPU (``dw = cols^T @ dout`` is 288 x 64, with K = 200 000),
-  the K range is cut into ``S`` chunks, block ``z`` of the grid multiplies chunk ``z`` into ``parts[z]``, and a
-  second kernel sums the ``S`` parts (and adds the bias). No atomics, so the result does not depend on timing.
+  the K range is cut into ``S`` chunks, block ``z`` of the grid multiplies chunk ``z`` into rows ``z*M...`` of
+  ``parts``, and a second kernel sums the ``S`` parts (and adds the bias). No atomics, so the result does not
+  depend on timing.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda, float32
 
-from .cuda_launch import NONNEG, SIMULATOR, cdiv, grid_1d, sm_count
+from .cuda_launch import NONNEG, SIMULATOR, cdiv, grid_1d, kernel, sm_count
 
 SKEW = 4
 
@@ -129,10 +130,11 @@ def sgemm_kernel(tile: Tile, trans_a: bool, trans_b: bool, with_bias: bool, relu
                 v = b[n, k] if trans_b else b[k, n]
             b_next[l] = v
 
-    @cuda.jit
-    def sgemm(a, b, bias, c, K, k_chunk):
-        """Grid (cdiv(N, BN), cdiv(M, BM), S); block THREADS.   c: (S, M, N), part z of a split-K product."""
-        M, N = c.shape[1], c.shape[2]
+    @kernel
+    def sgemm(a, b, bias, c, M, K, k_chunk):
+        """Grid (cdiv(N, BN), cdiv(M, BM), S); block THREADS.   c: (S*M, N): blocks z write rows z*M to
+        z*M + M - 1, part z of a split-K product (c is the product itself when S = 1)."""
+        N = c.shape[1]
         # "& NONNEG" changes no value, but tells the compiler that these indices are never negative, so numba's
         # wrap-around of negative (from-the-end) indices is compiled away from every load and store below.
         tid = cuda.threadIdx.x & NONNEG
@@ -184,7 +186,7 @@ def sgemm_kernel(tile: Tile, trans_a: bool, trans_b: bool, with_bias: bool, relu
                         acc[i, j] += a_reg[i] * b_reg[j]
             cuda.syncthreads()  # nobody overwrites the slabs while a slower thread still reads them
 
-        z = cuda.blockIdx.z & NONNEG
+        row0 = (cuda.blockIdx.z & NONNEG) * M  # part z's first row
         for i in range(TM):
             m = m0 + tr + i * RS
             for j in range(TN):
@@ -195,22 +197,23 @@ def sgemm_kernel(tile: Tile, trans_a: bool, trans_b: bool, with_bias: bool, relu
                         v += bias[n]
                     if relu:  # the layer's activation, applied on the way out: no kernel of its own
                         v = max(v, float32(0))
-                    c[z, m, n] = v
+                    c[row0 + m, n] = v
 
     return sgemm
 
 
-@cuda.jit
+@kernel
 def sum_splits(parts, bias, out, with_bias, relu):
-    """``out[m, n] = sum_z parts[z, m, n] (+ bias[n])``, then max(., 0) if ``relu``: grid-stride over the M*N
-    outputs, one thread per output, so each thread reads its S parts at stride M*N and neighbouring threads read
-    neighbouring words."""
-    S, M, N = parts.shape
+    """``out[m, n] = sum_z parts[z*M + m, n] (+ bias[n])``, then max(., 0) if ``relu``: grid-stride over the M*N
+    outputs, one thread per output, so each thread reads its S parts M rows apart and neighbouring threads read
+    neighbouring words.   parts: (S*M, N), out: (M, N)"""
+    M, N = out.shape
+    S = parts.shape[0] // M
     for e in range(cuda.grid(1), M * N, cuda.gridsize(1)):
         m, n = e // N, e % N
-        total = parts[0, m, n]
+        total = parts[m, n]
         for z in range(1, S):
-            total += parts[z, m, n]
+            total += parts[z * M + m, n]
         if with_bias:
             total += bias[n]
         if relu:
@@ -246,10 +249,10 @@ def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, tile=None, spl
     bias = bias if with_bias else _no_bias()
     if S == 1:
         sgemm_kernel(tile, bool(trans_a), bool(trans_b), with_bias, bool(relu))[grid, tile.threads](
-            a, b, bias, out.reshape(1, M, N), K, k_chunk
+            a, b, bias, out, M, K, k_chunk
         )
         return out
-    parts = cuda.device_array((S, M, N), dtype=np.float32)
-    sgemm_kernel(tile, bool(trans_a), bool(trans_b), False)[grid, tile.threads](a, b, bias, parts, K, k_chunk)
+    parts = cuda.device_array((S * M, N), dtype=np.float32)
+    sgemm_kernel(tile, bool(trans_a), bool(trans_b), False)[grid, tile.threads](a, b, bias, parts, M, K, k_chunk)
     sum_splits[grid_1d(M * N)](parts, bias, out, with_bias, bool(relu))
     return out

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from .cuda_launch import grid_1d
+from .cuda_launch import grid_1d, kernel
 from .cuda_reduce import total
 from .losses import EPSILON
 
@@ -33,7 +33,7 @@ def target(y, sparse, r, k):
     return float32(y[r, k])
 
 
-@cuda.jit
+@kernel
 def softmax_cross_entropy_kernel(z, y, sparse, dz, row_loss):
     """``log p = z - max - log sum exp(z - max)``; ``loss_n = -sum_k y log p``; ``dz = (p - y) / N``."""
     N, K = z.shape
@@ -54,7 +54,7 @@ def softmax_cross_entropy_kernel(z, y, sparse, dz, row_loss):
         row_loss[r] = loss
 
 
-@cuda.jit
+@kernel
 def sigmoid_binary_cross_entropy_kernel(z, y, dz, loss):
     """``loss = max(z, 0) - z y + log(1 + exp(-|z|))``; ``dz = (sigmoid(z) - y) / size``, on flat arrays."""
     size = float32(z.size)
@@ -66,7 +66,7 @@ def sigmoid_binary_cross_entropy_kernel(z, y, dz, loss):
         dz[i] = (s - yi) / size
 
 
-@cuda.jit
+@kernel
 def cross_entropy_kernel(p, y, sparse, lo, hi, dp, row_loss):
     """Normalise the row (``q = p / sum p``), clip to ``[lo, hi]``, ``loss_n = -sum_k y log c``; the gradient
     goes back through the clip (0 where clipped) and the normalisation: ``(dq - sum_j dq_j q_j) / sum p / N``."""
@@ -89,7 +89,7 @@ def cross_entropy_kernel(p, y, sparse, lo, hi, dp, row_loss):
         row_loss[r] = loss
 
 
-@cuda.jit
+@kernel
 def binary_cross_entropy_kernel(p, y, lo, hi, dp, loss):
     """``c = clip(p)``, ``loss = -(y log c + (1 - y) log(1 - c))``; ``dp = ((1-y)/(1-c) - y/c) / size`` where
     ``p`` was not clipped, 0 where it was; on flat arrays."""

@@ -22,11 +22,11 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32
 
-from .cuda_launch import NONNEG, grid_1d, grid_2d
+from .cuda_launch import NONNEG, grid_1d, grid_2d, kernel
 from .shapes import output_size
 
 
-@cuda.jit
+@kernel
 def maxpool_forward_kernel(x, ph, pw, sh, sw, pt, pl, out, argmax):
     """Block (TX, TY), grid (cdiv(Wo*C, TX), G). Thread ``x`` owns a position (j, c) along an output row, thread
     ``y`` walks the output rows (n, i), grid-stride; each reads its window. Indices are decoded once per thread
@@ -66,7 +66,7 @@ def covering(h, pt, ph, sh, Ho):
     return lo, hi
 
 
-@cuda.jit
+@kernel
 def maxpool_backward_kernel(dout, argmax, ph, pw, sh, sw, pt, pl, dx):
     """Block (TX, TY), grid (cdiv(W*C, TX), G). Thread ``x`` owns a position (w, c) along an input row, thread
     ``y`` walks the input rows (n, h); each gathers from the windows that cover its pixel, found by two divisions
@@ -99,7 +99,7 @@ def window_count(i, j, ph, pw, sh, sw, pt, pl, H, W):
     return (r1 - r0) * (s1 - s0)
 
 
-@cuda.jit
+@kernel
 def avgpool_forward_kernel(x, ph, pw, sh, sw, pt, pl, out):
     """One thread per output element ``(n, i, j, c)`` (grid-stride over the flat index): the mean of the real
     elements of its window. Consecutive threads take consecutive channels of one pixel: neighbouring reads."""
@@ -116,7 +116,7 @@ def avgpool_forward_kernel(x, ph, pw, sh, sw, pt, pl, out):
         out[n, i, j, c] = total / float32(window_count(i, j, ph, pw, sh, sw, pt, pl, H, W))
 
 
-@cuda.jit
+@kernel
 def avgpool_backward_kernel(dout, ph, pw, sh, sw, pt, pl, dx):
     """One thread per input element ``(n, h, w, c)`` (grid-stride): it gathers ``dout / count`` from every window
     that covers it, so overlapping windows need no atomics."""

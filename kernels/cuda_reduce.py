@@ -7,8 +7,9 @@ Here the shares meet in two stages, both inside one kernel:
   words (coalesced), and the ``TY`` rows of threads, with ``blockIdx.y``, stride down the rows of ``x``;
 * the ``TY`` partial sums of a column meet in shared memory, where one thread adds them.
 
-With ``G`` blocks down the rows this leaves ``(G, F)`` partial sums; the same kernel, run once more with one block
-down the rows, turns them into ``(1, F)``. Two launches, no atomics: the same input always gives the same bits.
+With ``G`` blocks down the rows this leaves ``G`` rows of ``F`` partial sums; the same kernel, run once more with one
+block down the rows, turns them into the ``F`` sums. Two launches, no atomics: the same input always gives the same
+bits.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32
 
-from .cuda_launch import MAX_BLOCKS, REDUCE_BLOCK, SIMULATOR, cdiv
+from .cuda_launch import MAX_BLOCKS, REDUCE_BLOCK, SIMULATOR, cdiv, kernel
 
 TX, TY = REDUCE_BLOCK
 ROWS_PER_THREAD = 4 if SIMULATOR else 64  # enough work per thread to be worth a second pass
 
 
-@cuda.jit
+@kernel
 def column_sums_kernel(x, partial):
-    """Grid (cdiv(F, TX), G); block (TX, TY).   x: (R, F) -> partial: (G, F), ``G = gridDim.y``."""
+    """Grid (cdiv(F, TX), G); block (TX, TY).   x: (R, F) -> partial: (G*F,), block row g's sums at g*F...,
+    ``G = gridDim.y`` (flat, so that with G = 1 it is the answer itself)."""
     R, F = x.shape
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
     f = cuda.blockIdx.x * TX + tx
@@ -38,7 +40,7 @@ def column_sums_kernel(x, partial):
     if ty == 0 and f < F:
         for k in range(1, TY):
             total += shares[k, tx]
-        partial[cuda.blockIdx.y, f] = total
+        partial[cuda.blockIdx.y * F + f] = total
 
 
 def column_sums(x, out=None):
@@ -47,11 +49,11 @@ def column_sums(x, out=None):
     G = max(1, min(cdiv(R, TY * ROWS_PER_THREAD), MAX_BLOCKS // cdiv(F, TX), 1024))
     out = cuda.device_array(F, dtype=np.float32) if out is None else out
     if G == 1:
-        column_sums_kernel[(cdiv(F, TX), 1), (TX, TY)](x, out.reshape(1, F))
+        column_sums_kernel[(cdiv(F, TX), 1), (TX, TY)](x, out)
         return out
-    partial = cuda.device_array((G, F), dtype=np.float32)
+    partial = cuda.device_array(G * F, dtype=np.float32)
     column_sums_kernel[(cdiv(F, TX), G), (TX, TY)](x, partial)
-    column_sums_kernel[(cdiv(F, TX), 1), (TX, TY)](partial, out.reshape(1, F))
+    column_sums_kernel[(cdiv(F, TX), 1), (TX, TY)](partial.reshape(G, F), out)
     return out
 
 

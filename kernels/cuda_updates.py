@@ -15,19 +15,19 @@ import math
 import numpy as np
 from numba import cuda
 
-from .cuda_launch import grid_1d
+from .cuda_launch import grid_1d, kernel
 
 f32 = np.float32
 
 
-@cuda.jit
+@kernel
 def sgd_kernel(p, g, lr):
     """``p -= lr g``"""
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         p[i] -= lr * g[i]
 
 
-@cuda.jit
+@kernel
 def sgd_momentum_kernel(p, g, velocity, lr, momentum, nesterov):
     """``v = momentum v - lr g``;  ``p += v``  (Nesterov: ``p += momentum v - lr g``)"""
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
@@ -39,7 +39,7 @@ def sgd_momentum_kernel(p, g, velocity, lr, momentum, nesterov):
             p[i] += vi
 
 
-@cuda.jit
+@kernel
 def adam_kernel(p, g, m, v, lr_wd, lr_t, one_minus_beta_1, one_minus_beta_2, epsilon):
     """``p -= lr wd p`` (AdamW); ``m += (g - m)(1 - b1)``; ``v += (g^2 - v)(1 - b2)``;
     ``p -= lr_t m / (sqrt(v) + eps)``"""
@@ -52,7 +52,7 @@ def adam_kernel(p, g, m, v, lr_wd, lr_t, one_minus_beta_1, one_minus_beta_2, eps
         p[i] = pi - lr_t * mi / (math.sqrt(vi) + epsilon)
 
 
-@cuda.jit
+@kernel
 def rmsprop_kernel(p, g, v, lr, rho, one_minus_rho, epsilon):
     """``v = rho v + (1 - rho) g^2``;  ``p -= lr g / sqrt(v + eps)``  (Keras 3: epsilon inside the root)"""
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
@@ -68,7 +68,7 @@ def _flat(a, what="parameter"):
             f"the cuda backend updates {what}s in place on the GPU; got a host array of shape {np.shape(a)}: "
             "create parameters and optimizer state with backend.asarray / backend.zeros"
         )
-    return a.reshape(a.size)
+    return a if a.ndim == 1 else a.reshape(a.size)  # numba's reshape builds a new array object even for 1-D
 
 
 def sgd_update(p, g, velocity, lr, momentum=0.0, nesterov=False):

@@ -375,10 +375,10 @@ from minicnn.kernels import cuda_conv, cuda_elementwise as ew, cuda_gemm, cuda_l
 from minicnn.kernels import cuda_updates as up
 f1, f2, f4, I, F, B = t.float32[::1], t.float32[:, ::1], t.float32[:, :, :, ::1], t.int64, t.float32, t.boolean
 i4, lab = t.int32[:, :, :, ::1], t.int64[:, :]
-jobs = [(cuda_gemm.sgemm_kernel(cuda_gemm.LARGE, *map(bool, flags)), (f2, f2, f1, t.float32[:, :, ::1], I, I))
+jobs = [(cuda_gemm.sgemm_kernel(cuda_gemm.LARGE, *map(bool, flags)), (f2, f2, f1, f2, I, I, I))
         for flags in [(0, 0, 1, 1), (0, 1, 0, 0), (1, 0, 0, 0)]]  # trans_a, trans_b, bias, relu
 jobs += [
-    (cuda_gemm.sum_splits, (t.float32[:, :, ::1], f1, f2, B, B)), (cuda_reduce.column_sums_kernel, (f2, f2)),
+    (cuda_gemm.sum_splits, (f2, f1, f2, B, B)), (cuda_reduce.column_sums_kernel, (f2, f1)),
     (cuda_conv.im2col_kernel, (f4, I, I, I, I, I, I, I, I, f2)),
     (cuda_conv.col2im_kernel, (f2, I, I, I, I, I, I, I, I, f4)),
     (cuda_pool.maxpool_forward_kernel, (f4, I, I, I, I, I, I, f4, i4)),
@@ -413,6 +413,63 @@ def test_kernels_compile_for_a_real_gpu(cu, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     if done.stdout.startswith("SKIP"):
         pytest.skip(done.stdout.strip())
+
+
+PACK_CHECK = """
+import ctypes
+import numpy as np
+from numba.cuda import dispatcher
+from numba.cuda.cudadrv.devicearray import DeviceNDArray
+from numba.cuda.typing.typeof import Purpose, typeof
+from minicnn.kernels import cuda_launch
+
+class Memory:  # what a device array needs of its memory here: a pointer (no GPU is touched)
+    def __init__(self, address):
+        self.device_ctypes_pointer = ctypes.c_void_p(address)
+
+def device(shape, strides=None, dtype=np.float32, address=1 << 20):
+    dtype = np.dtype(dtype)
+    strides = np.empty(shape, dtype).strides if strides is None else strides
+    return DeviceNDArray(shape, strides, dtype, gpu_data=Memory(address))
+
+class Numba:  # numba's own packing, _Kernel._prepare_args, needs only these of its kernel
+    extensions = []
+
+def numba_params(args):
+    out = []
+    for a in args:
+        dispatcher._Kernel._prepare_args(Numba, typeof(a, Purpose.argument), a, 0, [], out)
+    return [(type(v).__name__, v.value) if isinstance(v, ctypes._SimpleCData) else ("int", v) for v in out]
+
+x = device((4, 5, 6, 3), address=3 << 20)
+args = [x, x.reshape(20, 18), device((7,), dtype=np.int64), device((5, 6), (4, 20)), device((5, 3), (48, 4)),
+        device((3, 4), (0, 4)), device((2, 3, 4), dtype=np.int32), 3, -2, 2.5, True, False,
+        np.float32(0.25), np.float64(1.5), np.int64(9), np.int32(-4)]
+key, params = cuda_launch.pack(args)
+mine = [(type(v).__name__, v.value) if isinstance(v, ctypes._SimpleCData) else ("int", v) for v in params]
+assert mine == numba_params(args), (mine, numba_params(args))
+for a, k in zip(args, key):
+    t = typeof(a, Purpose.argument)
+    if isinstance(a, DeviceNDArray):
+        assert k == (a.dtype, a.ndim, t.layout), (k, t)
+    else:  # the numba type of a scalar is the one its Python type is packed as
+        assert cuda_launch.SCALARS[type(a)] is cuda_launch.NUMBA_SCALARS[str(t)], (a, t)
+assert len({cuda_launch.pack([a])[0] for a in args[:7]}) == 6  # x and its reshape share a key; the rest differ
+assert cuda_launch.pack([np.zeros(3, np.float32)]) is None  # a host array: launched through numba
+assert cuda_launch._dim3(7) == (7, 1, 1) and cuda_launch._dim3((2, np.int64(3))) == (2, 3, 1)
+print("OK", len(params))
+"""
+
+
+def test_fast_launch_packs_arguments_as_numba_does(cu, tmp_path):
+    """``cuda_launch.Kernel`` skips numba's dispatcher and lists each launch's arguments itself: the list must be
+    exactly the one numba builds (``_Kernel._prepare_args``), for arrays of every layout and for every scalar it
+    packs, and its key must tell apart what numba types apart. Checked in a process without the simulator, on
+    device arrays that point at no real memory (nothing is launched, no GPU needed)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", PACK_CHECK], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("OK"), done.stdout
 
 
 # ---------------------------------------------------------------------------------------------------- a model on a GPU
