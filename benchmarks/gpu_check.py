@@ -205,6 +205,7 @@ SIZES = {  # realistic sizes, and the tiny ones of --smoke (this script checked 
     ),
     "dense": ((256, 3136, 128), (8, 20, 6)),
     "pool": ((64, 28, 28, 32), (2, 6, 6, 3)),
+    "pool_odd": ((64, 11, 11, 64), (2, 5, 7, 3)),  # a row and a column past the last 2x2 window (R's second pool)
     "activation": ((64, 26, 26, 32), (2, 3, 3, 4)),
     "rows": ((1024, 10), (6, 10)),
     "params": (3136 * 128, 50),
@@ -271,17 +272,20 @@ def check_kernels(smoke: bool = False) -> None:
         record(f"dense {name}", got, ref)
 
     for kind in ("maxpool2d", "avgpool2d"):
-        for pool, stride, padding in [((2, 2), (2, 2), "valid"), ((3, 3), (2, 2), "same")]:
-            x = r(*size["pool"])
+        for pool, stride, padding, shape in [
+            ((2, 2), (2, 2), "valid", size["pool"]),
+            ((2, 2), (2, 2), "valid", size["pool_odd"]),
+            ((3, 3), (2, 2), "same", size["pool"]),
+        ]:
+            x = r(*shape)
             pad = padding_amounts(x.shape[1], x.shape[2], *pool, stride, padding)
             want, cache = getattr(cpu, kind + "_forward")(x, pool, stride, pad)
             out, dcache = getattr(bk, kind + "_forward")(bk.asarray(x), pool, stride, pad)
-            record(f"{kind} pool{pool[0]} s{stride[0]} {padding} fwd", out, want)
+            what = f"{kind} pool{pool[0]} s{stride[0]} {padding} {x.shape[1]}x{x.shape[2]}"
+            record(f"{what} fwd", out, want)
             dout = r(*want.shape)
             dx = getattr(bk, kind + "_backward")(bk.asarray(dout), dcache)
-            record(
-                f"{kind} pool{pool[0]} s{stride[0]} {padding} bwd", dx, getattr(cpu, kind + "_backward")(dout, cache)
-            )
+            record(f"{what} bwd", dx, getattr(cpu, kind + "_backward")(dout, cache))
 
     for name in ("relu", "sigmoid", "tanh", "softmax", "leaky_relu"):
         shape = size["rows"] if name == "softmax" else size["activation"]

@@ -43,11 +43,11 @@ def cu():
         if os.environ.get("CI"):
             pytest.fail(f"CI installs minicnn[cuda] and runs the simulator, yet: {problem}")
         pytest.skip(problem)
-    from minicnn.kernels import cuda_conv, cuda_gemm, cuda_launch, cuda_reduce
+    from minicnn.kernels import cuda_conv, cuda_gemm, cuda_launch, cuda_pool, cuda_reduce
 
     class Modules:
         backend = cuda.make_backend()
-        gemm, conv, launch, reduce = cuda_gemm, cuda_conv, cuda_launch, cuda_reduce
+        gemm, conv, launch, pool, reduce = cuda_gemm, cuda_conv, cuda_launch, cuda_pool, cuda_reduce
 
     return Modules
 
@@ -238,12 +238,22 @@ POOL_CASES = [  # (H, W, pool, stride, padding)
     (5, 5, (3, 3), (2, 2), "same"),  # overlapping windows and padding
     (4, 5, (3, 2), (1, 1), "same"),  # heavy overlap, asymmetric padding
     (7, 8, (2, 2), (3, 3), "valid"),  # stride > pool: some pixels lie in no window
+    (5, 7, (2, 2), (2, 2), "valid"),  # windows that tile the input, with a row and a column past the last window
+    (7, 6, (3, 2), (3, 2), "valid"),
 ]
 
 
 @pytest.mark.parametrize("kind", ["maxpool2d", "avgpool2d"])
 @pytest.mark.parametrize("H, W, pool, stride, padding", POOL_CASES)
-def test_pooling_matches_reference(cu, kind, H, W, pool, stride, padding):
+def test_pooling_matches_reference(cu, kind, H, W, pool, stride, padding, monkeypatch):
+    """Every new array starts full of garbage (NaN, -7), as a reused GPU block would: each kernel must write every
+    element of what it returns."""
+    from numba import cuda
+
+    def dirty(shape, dtype=np.float32):
+        return cuda.to_device(np.full(shape, np.nan if np.dtype(dtype).kind == "f" else -7, dtype))
+
+    monkeypatch.setattr(cu.pool.cuda, "device_array", dirty)
     rng = np.random.default_rng(8)
     pad = padding_amounts(H, W, *pool, stride, padding)
     x = rand(rng, 2, H, W, 3)
@@ -383,6 +393,7 @@ jobs += [
     (cuda_conv.col2im_kernel, (f2, I, I, I, I, I, I, I, I, f4)),
     (cuda_pool.maxpool_forward_kernel, (f4, I, I, I, I, I, I, f4, i4)),
     (cuda_pool.maxpool_backward_kernel, (f4, i4, I, I, I, I, I, I, f4)),
+    (cuda_pool.maxpool_tiled_backward_kernel, (f4, i4, I, I, f4)),
     (cuda_pool.avgpool_forward_kernel, (f4, I, I, I, I, I, I, f4)),
     (cuda_pool.avgpool_backward_kernel, (f4, I, I, I, I, I, I, f4)),
     (ew.softmax_rows_kernel, (f2, f2)), (ew.softmax_backward_rows_kernel, (f2, f2, f2)),
