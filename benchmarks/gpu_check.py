@@ -404,6 +404,7 @@ def time_gemm(with_sweep: bool = True) -> None:
         ("conv2 dw, batch 256: cols^T @ dout", 288, 64, 256 * 11 * 11, True, False),
         ("conv2 dcols, batch 256: dout @ w^T", 256 * 11 * 11, 288, 64, False, True),
         ("fc1 fwd, batch 1024", 1024, 128, 1600, False, False),
+        ("C conv2 fwd, batch 256: cols @ w", 256 * 32 * 32, 32, 288, False, False),
     ]
     for label, M, N, K, ta, tb in cases:
         ours, theirs, err = _time_one_gemm(M, N, K, ta, tb)
@@ -445,6 +446,14 @@ def time_gemm(with_sweep: bool = True) -> None:
         row["pct_of_cublas"], row["rel_err"] = 100 * theirs / ours, err
         sweep.append(row)
         say(f"  tile {row['tile']:14s} {row['n']}: {row['tflops']:6.2f} TFLOP/s ({row['pct_of_cublas']:5.1f} %)")
+    for M, N, K, ta in [(256 * 32 * 32, 32, 288, False), (288, 32, 256 * 32 * 32, True)]:  # C's conv2 fwd, dw
+        for entry in TILES_32:
+            ours, theirs, err = _time_one_gemm(M, N, K, ta, False, tile=Tile(*entry))
+            label = f"{M}x{N}x{K}" + (" (A^T)" if ta else "")
+            row = {"tile": "x".join(map(str, entry)), "n": label, "tflops": 2.0 * M * N * K / ours / 1e12}
+            row["pct_of_cublas"], row["rel_err"] = 100 * theirs / ours, err
+            sweep.append(row)
+            say(f"  tile {row['tile']:14s} {label}: {row['tflops']:6.2f} TFLOP/s ({row['pct_of_cublas']:5.1f} %)")
     RESULTS["gemm_tile_sweep"] = sweep
 
 
@@ -456,6 +465,7 @@ SWEEP = [  # (n, (bm, bn, bk, tm, tn), split_k)
     (4096, (64, 64, 8, 4, 4), 1),
 ]
 NARROW_TILES = [(64, 64, 8, 4, 4), (64, 64, 16, 4, 4), (128, 64, 8, 8, 4), (128, 64, 16, 8, 4), (128, 32, 8, 8, 2)]
+TILES_32 = [(64, 64, 8, 4, 4), (128, 32, 8, 4, 4), (128, 32, 16, 4, 4), (256, 32, 8, 8, 4), (128, 32, 8, 8, 2)]
 
 
 # ---------------------------------------------------------------------------------------------------- 5. models

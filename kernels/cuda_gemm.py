@@ -64,18 +64,20 @@ class Tile(NamedTuple):
 
 
 LARGE = Tile(128, 128, 8, 8, 8)  # 256 threads x 64 outputs: large products
-SMALL = Tile(64, 64, 8, 4, 4)  # 256 threads x 16 outputs: a side under 128 (conv layers with 32 or 64 filters)
+SMALL = Tile(64, 64, 8, 4, 4)  # 256 threads x 16 outputs: a side under 128 (conv layers with 64 filters)
+NARROW = Tile(128, 32, 8, 4, 4)  # 256 threads x 16 outputs: C at most 32 wide (32 filters, 10 classes)
 SIMULATED = Tile(32, 32, 16, 8, 8)  # 16 threads: what the simulator can run quickly
 MIN_SPLIT_CHUNK = 16 if SIMULATOR else 256  # fewest k per split-K chunk: below this, summing parts costs more
 
 
 def choose_tile(M: int, N: int) -> Tile:
-    """The big tile when C is big enough to give every SM one; otherwise the small one."""
+    """The big tile when C is big enough to give every SM one; the narrow one when C is at most 32 wide (half of
+    a 64-wide tile would compute columns that do not exist); otherwise the small one."""
     if SIMULATOR:
         return SIMULATED
     if min(M, N) >= LARGE.bm and cdiv(M, LARGE.bm) * cdiv(N, LARGE.bn) >= sm_count():
         return LARGE
-    return SMALL
+    return NARROW if N <= NARROW.bn else SMALL
 
 
 def choose_split_k(M: int, N: int, K: int, tile: Tile) -> int:
