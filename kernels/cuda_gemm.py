@@ -65,19 +65,24 @@ class Tile(NamedTuple):
 
 LARGE = Tile(128, 128, 8, 8, 8)  # 256 threads x 64 outputs: large products
 SMALL = Tile(64, 64, 8, 4, 4)  # 256 threads x 16 outputs: a side under 128 (conv layers with 64 filters)
-NARROW = Tile(128, 32, 8, 4, 4)  # 256 threads x 16 outputs: C at most 32 wide (32 filters, 10 classes)
+NARROW = Tile(128, 32, 8, 4, 4)  # 256 threads x 16 outputs: C at most 32 wide, few rows (a weight gradient)
+TALL = Tile(256, 32, 8, 8, 4)  # 256 threads x 32 outputs: C at most 32 wide, many rows (32 filters, 10 classes)
 SIMULATED = Tile(32, 32, 16, 8, 8)  # 16 threads: what the simulator can run quickly
 MIN_SPLIT_CHUNK = 16 if SIMULATOR else 256  # fewest k per split-K chunk: below this, summing parts costs more
 
 
 def choose_tile(M: int, N: int) -> Tile:
-    """The big tile when C is big enough to give every SM one; the narrow one when C is at most 32 wide (half of
-    a 64-wide tile would compute columns that do not exist); otherwise the small one."""
+    """The big tile when C is big enough to give every SM one. When C is at most 32 wide (half of a 64-wide tile
+    would compute columns that do not exist), a 32-wide one: tall when its tiles still fill the GPU. Otherwise
+    the small one. (``benchmarks/GPU_RESULTS.md`` has the sweep behind these: on an H200 the tall tile ran C's
+    (262144 x 32 x 288) forward 14 % faster than the 64 x 64 one, the narrow one its weight gradient 19 %.)"""
     if SIMULATOR:
         return SIMULATED
     if min(M, N) >= LARGE.bm and cdiv(M, LARGE.bm) * cdiv(N, LARGE.bn) >= sm_count():
         return LARGE
-    return NARROW if N <= NARROW.bn else SMALL
+    if N <= NARROW.bn:
+        return TALL if cdiv(M, TALL.bm) >= sm_count() else NARROW
+    return SMALL
 
 
 def choose_split_k(M: int, N: int, K: int, tile: Tile) -> int:

@@ -141,11 +141,11 @@ def test_gemm_split_k(cu, trans_a, with_bias):
     check(cu, got, want, "split-K gemm")
 
 
-@pytest.mark.parametrize("tile", ["SMALL", "LARGE", "NARROW"])
+@pytest.mark.parametrize("tile", ["SMALL", "LARGE", "NARROW", "TALL"])
 def test_gemm_gpu_tiles(cu, tile):
     """The tiles a real GPU uses (the simulator's own is smaller), once each, with edges."""
     rng = np.random.default_rng(3)
-    M, N, K = {"SMALL": (60, 9, 13), "LARGE": (100, 5, 9), "NARROW": (130, 33, 10)}[tile]
+    M, N, K = {"SMALL": (60, 9, 13), "LARGE": (100, 5, 9), "NARROW": (130, 33, 10), "TALL": (260, 20, 9)}[tile]
     a, b, bias = rand(rng, M, K), rand(rng, N, K), rand(rng, N)
     bk = cu.backend
     got = cu.gemm.gemm(bk.asarray(a), bk.asarray(b), False, True, bk.asarray(bias), tile=getattr(cu.gemm, tile))
@@ -386,7 +386,7 @@ from minicnn.kernels import cuda_updates as up
 f1, f2, f4, I, F, B = t.float32[::1], t.float32[:, ::1], t.float32[:, :, :, ::1], t.int64, t.float32, t.boolean
 i4, lab = t.int32[:, :, :, ::1], t.int64[:, :]
 jobs = [(cuda_gemm.sgemm_kernel(tile, *map(bool, flags)), (f2, f2, f1, f2, I, I, I))
-        for tile in (cuda_gemm.LARGE, cuda_gemm.SMALL, cuda_gemm.NARROW)
+        for tile in (cuda_gemm.LARGE, cuda_gemm.SMALL, cuda_gemm.NARROW, cuda_gemm.TALL)
         for flags in [(0, 0, 1, 1), (0, 1, 0, 0), (1, 0, 0, 0)]]  # trans_a, trans_b, bias, relu
 jobs += [
     (cuda_gemm.sum_splits, (f2, f1, f2, B, B)), (cuda_reduce.column_sums_kernel, (f2, f1)),
