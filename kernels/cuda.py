@@ -3,7 +3,8 @@
 ``make_backend()`` checks that CUDA can be used, then assembles the backend namespace from one module per
 concept, each a short read:
 
-* ``cuda_launch``      how many blocks of how many threads (grid-stride loops), and the simulator's settings;
+* ``cuda_launch``      how many blocks of how many threads (grid-stride loops), the simulator's settings, and
+                       ``Kernel``: launches whose arguments are typed once, not at every call;
 * ``cuda_memory``      a caching allocator: device memory released by one step is reused by the next;
 * ``cuda_gemm``        a tiled, register-blocked SGEMM, for ``A @ B``, ``A @ B^T`` and ``A^T @ B``, with split-K;
 * ``cuda_conv``        im2col / col2im, and convolution and dense layers as GEMMs;

@@ -1,4 +1,5 @@
-"""Launch configurations: how many blocks of how many threads each CUDA kernel gets, and small device helpers.
+"""Launches: how many blocks of how many threads each CUDA kernel gets, small device helpers, and ``Kernel``, which
+launches a compiled kernel without numba's per-call typing of its arguments (the last section).
 
 Most kernels of the CUDA backend are *grid-stride loops*: thread ``t`` of the ``T`` launched handles elements
 ``t, t + T, t + 2T, ...`` of a flat index. One launch shape then serves every array size, the grid can be capped
