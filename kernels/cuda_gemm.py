@@ -247,6 +247,8 @@ def gemm(a, b, trans_a=False, trans_b=False, bias=None, out=None, tile=None, spl
         raise ValueError(f"gemm: inner sizes differ, {K} vs {Kb} (shapes {a.shape}, {b.shape})")
     if out is None:
         out = cuda.device_array((M, N), dtype=np.float32)
+    elif tuple(out.shape) != (M, N):  # the kernel writes rows 0..M-1 of whatever it is given
+        raise ValueError(f"gemm: out has shape {tuple(out.shape)}; the product is {(M, N)}")
     tile = tile or choose_tile(M, N)
     S = split_k or choose_split_k(M, N, K, tile)
     k_chunk = max(1, cdiv(cdiv(K, S), tile.bk)) * tile.bk  # whole K steps per chunk

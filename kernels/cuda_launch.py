@@ -15,6 +15,7 @@ Import this module only after ``minicnn.kernels.cuda`` has checked that ``numba.
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import warnings
 
@@ -84,9 +85,9 @@ def _layout(a) -> str:
 
 
 def _dim3(d) -> tuple[int, int, int]:
-    """A grid or block size as (x, y, z)."""
+    """A grid or block size as (x, y, z) (ints, NumPy's too; a float is an error, as in numba)."""
     d = tuple(d) if isinstance(d, tuple | list) else (d,)
-    return (*map(int, d), *(1,) * (3 - len(d)))
+    return (*map(operator.index, d), *(1,) * (3 - len(d)))
 
 
 def pack(args) -> tuple[tuple, list] | None:
@@ -99,7 +100,7 @@ def pack(args) -> tuple[tuple, list] | None:
         if kind is DeviceNDArray:
             key.append((a.dtype, a.ndim, _layout(a)))
             params += (0, 0, a.size, a.dtype.itemsize, a.device_ctypes_pointer.value or 0, *a.shape, *a.strides)
-        elif kind in SCALARS:
+        elif kind in SCALARS and (kind is not int or INT64_MIN <= a <= INT64_MAX):  # numba types a larger int uint64
             key.append(kind)
             params.append(SCALARS[kind](a))
         else:
@@ -112,8 +113,12 @@ class Kernel:
 
     Device arrays are told apart by dtype, ndims and layout, scalars by their Python type (``SCALARS``). The first
     launch with a new combination goes through numba, which compiles if needed, and the compiled kernel is kept
-    under that combination. Any other argument (a host array, which numba copies to the device and back) always
-    goes through numba."""
+    under that combination. Any other argument (a host array, which numba copies to the device and back), a
+    launch that names a stream or shared memory, and a kernel compiled with options this path does not handle
+    (debug checks, cooperative launch, argument extensions) always go through numba.
+
+    What numba does on every launch and this path does once: make the context current. minicnn launches from one
+    thread, on one GPU; another thread would need its own ``cuda.current_context()`` first."""
 
     launches = 0  # launches that skipped numba, all kernels together (to count a step's launches)
     through_numba = os.environ.get("MINICNN_CUDA_FAST_LAUNCH", "1") == "0"  # every launch through numba: to compare
@@ -123,9 +128,13 @@ class Kernel:
         self.compiled: dict = {}  # argument key -> cuda.core Kernel, or None: always launch through numba
 
     def __getattr__(self, name):  # py_func, overloads, ...: the dispatcher's
+        if name == "dispatcher":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.dispatcher, name)
 
     def __getitem__(self, launch_config):
+        if len(launch_config) != 2:  # (grid, block, stream[, shared memory]): numba's to handle
+            return self.dispatcher[launch_config]
         grid, block = launch_config
         return functools.partial(self.launch, grid, block)
 
@@ -154,7 +163,9 @@ class Kernel:
         those types, or if it types a scalar other than ``SCALARS`` packs it (then numba launches these)."""
         argtypes = tuple(self.dispatcher.typeof_pyval(a) for a in args)
         overload = self.dispatcher.overloads.get(argtypes)
-        if overload is None:
+        if overload is None or self.dispatcher.targetoptions.get("extensions"):
+            return None
+        if any(getattr(overload, flag, False) for flag in ("debug", "cooperative", "launch_config_sensitive")):
             return None
         for a, t in zip(args, argtypes, strict=True):
             if type(a) in SCALARS and SCALARS[type(a)] is not NUMBA_SCALARS.get(str(t)):
@@ -184,7 +195,8 @@ if not SIMULATOR:  # the simulator has no driver to launch on
     # ... and the numba type of each Python type, so a launch can pack a scalar without typing it.
     SCALARS = {int: ctypes.c_int64, float: ctypes.c_double, bool: bool, np.int64: ctypes.c_int64}
     SCALARS.update({np.int32: ctypes.c_int32, np.float64: ctypes.c_double, np.float32: ctypes.c_float})
-    _CONFIGS: dict = {}
+    _CONFIGS: dict = {}  # (grid, block) -> LaunchConfig: a few dozen in a training run
+    INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
     @functools.cache
     def _default_stream():

@@ -192,8 +192,8 @@ def maxpool2d_backward(dout, cache):
     x_shape, argmax, pool, stride, pad = cache
     dx = cuda.device_array(x_shape, dtype=np.float32)
     N, H, W, C = x_shape
-    if tuple(pool) == tuple(stride) and not any(pad):  # the windows tile the input (the usual MaxPooling2D(2))
-        _, Ho, Wo, _ = dout.shape
+    _, Ho, Wo, _ = dout.shape
+    if tuple(pool) == tuple(stride) and not any(pad) and Ho and Wo:  # windows that tile the input: MaxPooling2D(2)
         maxpool_tiled_backward_kernel[grid_2d(Wo * C, N * Ho)](dout, argmax, *pool, dx)
     else:
         maxpool_backward_kernel[grid_2d(W * C, N * H)](dout, argmax, *pool, *stride, pad[0], pad[2], dx)

@@ -48,6 +48,8 @@ def column_sums(x, out=None):
     R, F = x.shape
     G = max(1, min(cdiv(R, TY * ROWS_PER_THREAD), MAX_BLOCKS // cdiv(F, TX), 1024))
     out = cuda.device_array(F, dtype=np.float32) if out is None else out
+    if tuple(out.shape) != (F,):
+        raise ValueError(f"column_sums: out has shape {tuple(out.shape)}; the sums are {(F,)}")
     if G == 1:
         column_sums_kernel[(cdiv(F, TX), 1), (TX, TY)](x, out)
         return out

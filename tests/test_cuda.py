@@ -150,6 +150,19 @@ def test_gemm_gpu_tiles(cu, tile):
     bk = cu.backend
     got = cu.gemm.gemm(bk.asarray(a), bk.asarray(b), False, True, bk.asarray(bias), tile=getattr(cu.gemm, tile))
     check(cu, got, a @ b.T + bias, f"gemm {tile}")
+    if tile in ("NARROW", "TALL"):  # as a weight gradient uses them: A transposed, K split in two
+        at, bt = rand(rng, 3 * K, M), rand(rng, 3 * K, N)
+        got = cu.gemm.gemm(bk.asarray(at), bk.asarray(bt), True, tile=getattr(cu.gemm, tile), split_k=2)
+        check(cu, got, at.T @ bt, f"gemm {tile} A^T, split-K")
+
+
+def test_gemm_and_column_sums_refuse_an_out_of_the_wrong_shape(cu):
+    bk = cu.backend
+    a, b = bk.asarray(np.ones((4, 3), np.float32)), bk.asarray(np.ones((3, 5), np.float32))
+    with pytest.raises(ValueError, match=r"out has shape \(5, 4\); the product is \(4, 5\)"):
+        cu.gemm.gemm(a, b, out=bk.asarray(np.zeros((5, 4), np.float32)))
+    with pytest.raises(ValueError, match="column_sums: out has shape"):
+        cu.reduce.column_sums(b, out=bk.asarray(np.zeros(4, np.float32)))
 
 
 @pytest.mark.parametrize("split_k", [None, 3])
@@ -178,9 +191,12 @@ def test_fused_relu_conv_and_dense_match_reference(cu):
     check(cu, out, np.maximum(x @ w, 0), "dense + relu")
 
 
-def test_column_sums_two_passes(cu):
+@pytest.mark.parametrize("F", [11, 5])
+def test_column_sums_two_passes(cu, F):
+    """Columns past one block (11), and rows enough for blocks down the rows (5: under the simulator's two-block
+    grid, only a single block across leaves room for two down), whose partial sums take a second pass."""
     rng = np.random.default_rng(4)
-    x = rand(rng, 40, 11)  # enough rows for two row-blocks, columns past one block
+    x = rand(rng, 40, F)
     check(cu, cu.reduce.column_sums(cu.backend.asarray(x)), x.sum(axis=0), "column sums")
 
 
@@ -240,6 +256,7 @@ POOL_CASES = [  # (H, W, pool, stride, padding)
     (7, 8, (2, 2), (3, 3), "valid"),  # stride > pool: some pixels lie in no window
     (5, 7, (2, 2), (2, 2), "valid"),  # windows that tile the input, with a row and a column past the last window
     (7, 6, (3, 2), (3, 2), "valid"),
+    (1, 4, (2, 2), (2, 2), "valid"),  # no whole window down: an empty output, and a gradient of zeros
 ]
 
 
@@ -468,6 +485,8 @@ for a, k in zip(args, key):
         assert cuda_launch.SCALARS[type(a)] is cuda_launch.NUMBA_SCALARS[str(t)], (a, t)
 assert len({cuda_launch.pack([a])[0] for a in args[:7]}) == 6  # x and its reshape share a key; the rest differ
 assert cuda_launch.pack([np.zeros(3, np.float32)]) is None  # a host array: launched through numba
+assert cuda_launch.pack([2**63]) is None and cuda_launch.pack([-(2**63) - 1]) is None  # numba: uint64, or no type
+assert cuda_launch.pack([2**63 - 1])[1][0].value == 2**63 - 1
 assert cuda_launch._dim3(7) == (7, 1, 1) and cuda_launch._dim3((2, np.int64(3))) == (2, 3, 1)
 print("OK", len(params))
 """
@@ -480,6 +499,71 @@ def test_fast_launch_packs_arguments_as_numba_does(cu, tmp_path):
     device arrays that point at no real memory (nothing is launched, no GPU needed)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     done = subprocess.run([sys.executable, "-c", PACK_CHECK], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("OK"), done.stdout
+
+
+KERNEL_CHECK = """
+import ctypes, types
+import numpy as np
+from numba.cuda.cudadrv.devicearray import DeviceNDArray
+from numba.cuda.typing.typeof import Purpose, typeof
+from minicnn.kernels import cuda_launch
+
+class Memory:
+    def __init__(self, address):
+        self.device_ctypes_pointer = ctypes.c_void_p(address)
+
+def device(shape, address=1 << 20, strides=None):
+    strides = np.empty(shape, np.float32).strides if strides is None else strides
+    return DeviceNDArray(shape, strides, np.float32, gpu_data=Memory(address))
+
+log = []
+class Dispatcher:  # numba's side, as Kernel sees it: launch (compiling a version per argument types), overloads
+    py_func = types.SimpleNamespace(__name__="fake")
+    targetoptions = {}
+    def __init__(self):
+        self.overloads = {}
+    def typeof_pyval(self, v):
+        return typeof(v, Purpose.argument)
+    def __getitem__(self, config):
+        def call(*args):
+            types_ = tuple(map(self.typeof_pyval, args))
+            cufunc = types.SimpleNamespace(kernel=("compiled for", types_))
+            self.overloads.setdefault(types_, types.SimpleNamespace(library=types.SimpleNamespace(
+                get_cufunc=lambda: cufunc)))
+            log.append(("numba", config))
+        return call
+
+cuda_launch.launch = lambda stream, config, kernel, *params: log.append(("fast", config, kernel, params))
+cuda_launch.LaunchConfig = lambda grid, block: (grid, block)
+k = cuda_launch.Kernel(Dispatcher())
+x, y = device((4, 3)), device((4, 3), address=2 << 20)
+k[(2, 1), (32, 8)](x, 5, 2.0)  # first with these types: numba compiles and launches
+k[(2, 1), (32, 8)](y, 7, 3.0)  # then the kept kernel, with the new numbers
+assert log[0] == ("numba", ((2, 1), (32, 8))), log
+kind, config, kernel, params = log[1]
+assert kind == "fast" and config == ((2, 1, 1), (32, 8, 1)), log[1]
+assert kernel == ("compiled for", tuple(typeof(a, Purpose.argument) for a in (y, 7, 3.0))), kernel
+assert [getattr(p, "value", p) for p in params] == [0, 0, 12, 4, 2 << 20, 4, 3, 12, 4, 7, 3.0], params
+k[(2, 1), (32, 8)](device((4, 2), strides=(12, 4)), 5, 2.0)  # another layout (x[:, :2]): numba again, once
+k[(2, 1), (32, 8)](device((4, 2), strides=(12, 4)), 5, 2.0)
+k[(2, 1), (32, 8)](np.zeros((4, 3), np.float32), 1, 1.0)  # a host array: always numba
+k[(2, 1), (32, 8), 0](x, 5, 2.0)  # a stream named: numba
+k[(2, 1), (32, 8)](x, 2**63 + 1, 2.0)  # an int numba types uint64: numba
+cuda_launch.Kernel.through_numba = True
+k[(2, 1), (32, 8)](x, 5, 2.0)
+assert [e[0] for e in log[2:]] == ["numba", "fast", "numba", "numba", "numba", "numba"], log[2:]
+print("OK")
+"""
+
+
+def test_fast_launch_keeps_one_compiled_kernel_per_argument_types(cu, tmp_path):
+    """``cuda_launch.Kernel`` with numba's dispatcher and the driver's launch replaced by fakes (no GPU needed):
+    the first launch with new argument types goes through numba, later ones launch the kernel numba compiled for
+    those types with the numbers ``pack`` lists; what this path does not handle goes through numba."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("OK"), done.stdout
 
