@@ -65,8 +65,8 @@ class Tile(NamedTuple):
 
 LARGE = Tile(128, 128, 8, 8, 8)  # 256 threads x 64 outputs: large products
 SMALL = Tile(64, 64, 8, 4, 4)  # 256 threads x 16 outputs: a side under 128 (conv layers with 64 filters)
-NARROW = Tile(128, 32, 8, 4, 4)  # 256 threads x 16 outputs: C at most 32 wide, few rows (a weight gradient)
-TALL = Tile(256, 32, 8, 8, 4)  # 256 threads x 32 outputs: C at most 32 wide, many rows (32 filters, 10 classes)
+NARROW = Tile(128, 32, 8, 4, 4)  # 256 threads x 16 outputs: C at most 32 wide, few rows (a weight gradient, 10 classes)
+TALL = Tile(256, 32, 8, 8, 4)  # 256 threads x 32 outputs: C at most 32 wide, many rows (a 32-filter layer's forward)
 SIMULATED = Tile(32, 32, 16, 8, 8)  # 16 threads: what the simulator can run quickly
 MIN_SPLIT_CHUNK = 16 if SIMULATOR else 256  # fewest k per split-K chunk: below this, summing parts costs more
 
