@@ -7,9 +7,10 @@ In order, each part on its own (one failing part does not stop the others; what 
    as relative errors;
 3. the SGEMM against cuBLAS (``torch.matmul``, fp32, TF32 off) at 1024^3 and 4096^3, and at the shapes a CNN's
    training step multiplies, in TFLOP/s and % of cuBLAS; then other tiles and split-K (``--skip sweep``: not);
-4. training throughput of two small CNNs at batch 64, 256 and 1024: minicnn on CUDA against PyTorch on CUDA,
-   timed in turns, and minicnn's CPU path on the same model;
-5. a profile of one training step: kernel launches, what one launch costs, GPU busy time against wall time
+4. training throughput of two small CNNs at batch 64, 256 and 1024: minicnn on CUDA against PyTorch on CUDA and
+   against minicnn with every kernel launched through numba's dispatcher (``Kernel.through_numba``), timed in
+   turns, and minicnn's CPU path on the same model;
+5. a profile of one training step: kernel launches, what one launch costs (both ways), GPU busy time against wall time
    (PyTorch's profiler sees numba's kernels too), and where Python spends the step (cProfile);
 6. minicnn without its caching allocator, in a child process (``--skip pool``: not);
 7. ``pytest tests/test_cuda.py`` on the real GPU (no simulator).
