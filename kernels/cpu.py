@@ -458,11 +458,12 @@ def maxpool2d_forward(x, pool=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0)):
     Ho, Wo = output_size(H, W, pool[0], pool[1], stride, pad)
     out = buffers.empty((N, Ho, Wo, C), x.dtype)
     argmax = buffers.empty((N, Ho, Wo, C), np.int32)
-    if _is_2x2(pool, stride, pad):
+    two_by_two = _is_2x2(pool, stride, pad)
+    if two_by_two:
         _maxpool2x2_forward(np.ascontiguousarray(x), out, argmax)
     else:
         _maxpool_forward(np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], pad[0], pad[2], out, argmax)
-    return out, (x.shape, argmax, _is_2x2(pool, stride, pad))
+    return out, (x.shape, argmax, two_by_two)
 
 
 def maxpool2d_backward(dout, cache):
