@@ -27,7 +27,7 @@ import numpy as np
 from numba import cuda, float32
 
 from .activations import LEAKY_RELU_SLOPE
-from .cuda_launch import flat, grid_1d, kernel
+from .cuda_launch import grid_1d, kernel
 
 ONE, ZERO, SLOPE = float32(1), float32(0), float32(LEAKY_RELU_SLOPE)
 
@@ -154,6 +154,11 @@ FORWARD = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "leaky_relu": leaky_r
 BACKWARD = {"relu": relu_grad, "sigmoid": sigmoid_grad, "tanh": tanh_grad, "leaky_relu": leaky_relu_grad}
 
 
+def _flat(a):
+    """``a`` as a vector (a 1-D array as is: numba's reshape builds a new array object even then)."""
+    return a if a.ndim == 1 else a.reshape(a.size)
+
+
 def _rows(a):
     """(..., K) as (rows, K). (``a.shape[a.ndim - 1]``: the simulator's shapes take no negative index.)"""
     K = a.shape[a.ndim - 1]
@@ -173,7 +178,7 @@ def activation_forward(name: str, x, overwrite_x: bool = False):
         return y, y
     if name not in FORWARD:
         raise ValueError(f"unknown activation {name!r}")
-    map_kernel(FORWARD[name])[grid_1d(x.size)](flat(x), flat(y))
+    map_kernel(FORWARD[name])[grid_1d(x.size)](_flat(x), _flat(y))
     return y, (x if name == "leaky_relu" else y)
 
 
@@ -189,7 +194,7 @@ def activation_backward(name: str, dout, cache, overwrite_dout: bool = False):
         return dx
     if name not in BACKWARD:
         raise ValueError(f"unknown activation {name!r}")
-    zip_kernel(BACKWARD[name])[grid_1d(dout.size)](flat(dout), flat(cache), flat(dx))
+    zip_kernel(BACKWARD[name])[grid_1d(dout.size)](_flat(dout), _flat(cache), _flat(dx))
     return dx
 
 
@@ -202,19 +207,19 @@ def dropout_forward(x, rate, rng):
     u = cuda.to_device(rng.random(x.shape, dtype=np.float32))
     y = cuda.device_array(x.shape, dtype=np.float32)
     mask = cuda.device_array(x.shape, dtype=np.float32)
-    dropout_kernel[grid_1d(x.size)](flat(x), flat(u), keep, np.float32(1) / keep, flat(y), flat(mask))
+    dropout_kernel[grid_1d(x.size)](_flat(x), _flat(u), keep, np.float32(1) / keep, _flat(y), _flat(mask))
     return y, mask
 
 
 def dropout_backward(dout, mask):
     """dx = dout * mask."""
     dx = cuda.device_array(dout.shape, dtype=np.float32)
-    zip_kernel(times)[grid_1d(dout.size)](flat(dout), flat(mask), flat(dx))
+    zip_kernel(times)[grid_1d(dout.size)](_flat(dout), _flat(mask), _flat(dx))
     return dx
 
 
 def zeros(shape, dtype=np.float32):
     """A device array of zeros (allocated on the GPU and filled there: nothing crosses the bus)."""
     a = cuda.device_array(shape, dtype=dtype)
-    fill_kernel[grid_1d(a.size)](flat(a), 0)
+    fill_kernel[grid_1d(a.size)](_flat(a), 0)
     return a

@@ -77,12 +77,6 @@ def grid_1d(n: int) -> tuple[int, int]:
 # are unused on a GPU and passed as 0); a Python int is an int64, a float a float64, as numba packs them.
 
 
-def flat(a):
-    """A device array as a vector, for the kernels that walk flat arrays. A 1-D array is returned as is: numba's
-    reshape builds a new array object even then, which costs as much as a launch through ``Kernel``."""
-    return a if a.ndim == 1 else a.reshape(a.size)
-
-
 def _layout(a) -> str:
     """numba's layout letter for a device array: 'C' or 'F' if contiguous that way (C first), else 'A'."""
     if 0 in a.strides and a.size:  # broadcast: zero strides cannot be compiled into the kernel as constants

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .cuda_launch import flat, grid_1d, kernel
+from .cuda_launch import grid_1d, kernel
 
 f32 = np.float32
 
@@ -68,7 +68,7 @@ def _flat(a, what="parameter"):
             f"the cuda backend updates {what}s in place on the GPU; got a host array of shape {np.shape(a)}: "
             "create parameters and optimizer state with backend.asarray / backend.zeros"
         )
-    return flat(a)
+    return a if a.ndim == 1 else a.reshape(a.size)  # numba's reshape builds a new array object even for 1-D
 
 
 def sgd_update(p, g, velocity, lr, momentum=0.0, nesterov=False):
