@@ -180,7 +180,7 @@ def models_section(m: dict, peak: dict) -> list[str]:
         "inference = one forward pass over the inference batch. Medians of "
         f"{s['repeats']} interleaved repeats after {s['warmup']} warm-up. GFLOP/s counts conv and Dense FLOPs "
         "(backward = 2 x forward) of the direct convolution, the same count for every framework: minicnn runs its "
-        "wide 3x3 layers by Winograd's algorithm, which does 2.25x fewer multiplications there, so for it the "
+        "wide 3x3 layers by Winograd's algorithm, which does 2.25-4x fewer multiplications there, so for it the "
         "figure is an effective rate. '% peak' is against the GEMM peak on the same threads measured at the start of "
         "the run; '% peak, interleaved' against the same matmul timed in turn with these training steps (the "
         "'GEMM interleaved' column; see `benchmarks/models.py`). Ratios: samples/s / "

@@ -6,7 +6,7 @@ once and how the loops run:
 * convolution runs im2col + GEMM on blocks of images small enough for ``cols`` to stay in the cache, adds the
   bias and applies ReLU to each block as it comes out of the GEMM, and keeps ``x`` rather than ``cols`` for the
   backward pass; short patches (1 or 3 channels) build ``cols`` tap by tap; wide 3x3 layers at stride 1 run
-  Winograd's algorithm instead (``winograd.py``): forward, dw and, for 'same' layers, dx;
+  Winograd's algorithm instead (``winograd.py``, 2x2 or 4x4 output tiles): forward, dw and, for 'same' layers, dx;
 * big outputs and gradients come from a pool of reused buffers (``buffers.py``), not fresh pages every step;
 * ``@njit`` compiles each loop nest to machine code (``cache=True`` keeps the compiled code on disk, so a second
   process does not compile again; ``nogil=True`` lets other threads run Python meanwhile, as the slices of
@@ -205,19 +205,39 @@ def _epilogue(block, b, activation):
     _bias_act(block, bias, activation == "relu")
 
 
-# 3x3 kernels at stride 1 go through Winograd's F(2x2, 3x3) (winograd.py) when both channel counts are at least
-# WINOGRAD_MIN_CHANNELS: its 16 GEMMs are only C deep, and BLAS runs those too slowly below 32 (forward, one
-# thread, im2col against Winograd: C=F=16 8.4 against 10.4 ms; C=F=32 50 against 42; C=F=64 40 against 23 at
-# 16x16). And when the output is at least WINOGRAD_MIN_SIZE across: on small maps the per-tile work weighs more,
-# and an odd size wastes a row and a column of tiles (the MNIST model's 11x11 layer: training steps 3-6% slower).
+# 3x3 kernels at stride 1 go through Winograd's algorithm (winograd.py) when both channel counts are at least
+# WINOGRAD_MIN_CHANNELS: its GEMMs are only C deep, and BLAS runs those too slowly below 32 (forward, one thread,
+# im2col against F(2x2, 3x3): C=F=16 8.4 against 10.4 ms; C=F=32 50 against 42; C=F=64 40 against 23 at 16x16).
+# And when its tiles, which may hang over the map's edge, take at most WINOGRAD_MAX_PRODUCTS products per output
+# (im2col's direct convolution takes 9): F(2x2, 3x3) at 4 a product (16x16 maps, 6x6) ran faster than im2col; on
+# the MNIST model's 11x11 layer, 36 tiles of 16 products for 121 outputs, 4.8 each, its training steps were 3-6%
+# slower. Of the two tile sizes the engine takes the one with fewer products, F(2x2, 3x3) on a tie (cheaper
+# transforms, less rounding; at 6x6 both take 4, and F(2x2, 3x3)'s forward ran 2.2 against 2.7 ms).
+#
+# F(4x4, 3x3) against the rule before it (F(2x2, 3x3) from 16x16 up, else im2col), whole steps in one process,
+# alternating, one thread: the CIFAR model's training step 274-280 against 304 ms (two threads 154-163 against
+# 179), its inference at batch 256 183-186 against 239; the MNIST model's 11x11 layer, now F(4x4, 3x3) at 2.7
+# products per output, made inference 13-20% faster and its training step level (a forward pass 1 ms faster, a
+# dw no faster than im2col's). dx of a 'valid' layer stays with col2im: as a Winograd convolution of the padded
+# dout it was slower (that layer: 7.0 against 5.2 ms at batch 64).
 WINOGRAD_MIN_CHANNELS = 32
-WINOGRAD_MIN_SIZE = 16
+WINOGRAD_MAX_PRODUCTS = 4.0
 
 
-def winograd_fits(C, F, kh, kw, stride, Ho, Wo):
-    """Whether a convolution with C input and F output channels, (Ho, Wo) outputs, runs by Winograd."""
-    wide = min(C, F) >= WINOGRAD_MIN_CHANNELS and min(Ho, Wo) >= WINOGRAD_MIN_SIZE
-    return (kh, kw) == (3, 3) and tuple(stride) == (1, 1) and wide
+def winograd_products(m: int, Ho: int, Wo: int) -> float:
+    """Products per output pixel (and channel pair) of F(m x m, 3x3) on an Ho x Wo output, tiles over the edge
+    included; the direct convolution's is 9."""
+    th, tw = winograd.tiles(Ho, Wo, m)
+    return th * tw * (m + 2) ** 2 / (Ho * Wo)
+
+
+def winograd_tile(C, F, kh, kw, stride, Ho, Wo) -> int:
+    """The output tile size m of the Winograd algorithm that runs a convolution with C input and F output
+    channels and (Ho, Wo) outputs: 2 or 4, or 0 for none (im2col)."""
+    if (kh, kw) != (3, 3) or tuple(stride) != (1, 1) or min(C, F) < WINOGRAD_MIN_CHANNELS:
+        return 0
+    m = min((2, 4), key=lambda m: winograd_products(m, Ho, Wo))  # the first of equals: 2
+    return m if winograd_products(m, Ho, Wo) <= WINOGRAD_MAX_PRODUCTS else 0
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), activation=None):
@@ -225,14 +245,15 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), activation=None):
 
     Per block of images: cols = im2col(block) (rows, kh*kw*C), then one GEMM straight into ``out``'s rows, and
     the bias (and ``activation='relu'``, if asked) applied while those rows are still in cache. The cache keeps
-    ``x``, not ``cols``. A wide 3x3 layer at stride 1 runs Winograd's algorithm instead (``WINOGRAD_MIN_CHANNELS``).
+    ``x``, not ``cols``. A wide 3x3 layer at stride 1 runs Winograd's algorithm instead (``winograd_tile``).
     """
     N, H, W, C = x.shape
     kh, kw, _, F = w.shape
     _check_fused(activation)
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
-    if winograd_fits(C, F, kh, kw, stride, Ho, Wo):
-        return winograd.conv3x3(x, w, b, pad, relu=activation == "relu"), (x, w, stride, pad)
+    m = winograd_tile(C, F, kh, kw, stride, Ho, Wo)
+    if m:
+        return winograd.conv3x3(x, w, b, pad, relu=activation == "relu", m=m), (x, w, stride, pad)
     P = Ho * Wo  # output pixels (GEMM rows) per image
     out = buffers.empty((N, Ho, Wo, F), np.result_type(x.dtype, w.dtype))
     w2, rows = w.reshape(-1, F), out.reshape(N * P, F)
@@ -253,16 +274,16 @@ def conv2d_backward(dout, cache, need_dx=True):
     kh, kw, C, F = w.shape
     (H, W), (Ho, Wo) = x.shape[1:3], dout.shape[1:3]
     dx_is_a_conv = need_dx and _dx_is_a_convolution(x.shape, w.shape, dout.shape, stride, pad)
-    dx_by_winograd = dx_is_a_conv and winograd_fits(F, C, kh, kw, stride, H, W)  # dout's F channels into C
-    forward_by_winograd = winograd_fits(C, F, kh, kw, stride, Ho, Wo)
-    if dx_is_a_conv and not dx_by_winograd:
+    dx_tile = winograd_tile(F, C, kh, kw, stride, H, W) if dx_is_a_conv else 0  # dout's F channels into C
+    dw_tile = winograd_tile(C, F, kh, kw, stride, Ho, Wo)  # as the forward pass
+    if dx_is_a_conv and not dx_tile:
         dx, dw = _conv_dx_dw(x, dout, w, pad)  # one im2col of dout gives both
     else:  # each of dw and dx by Winograd where it fits, the rest by im2col in one pass over the blocks
-        dw, dx = _conv_dw_dx(x, dout, w, stride, pad, not forward_by_winograd, need_dx and not dx_by_winograd)
-        if forward_by_winograd:
-            dw = winograd.conv3x3_dw(x, dout, pad)
-        if dx_by_winograd:
-            dx = winograd.conv3x3(dout, _rotated(w), None, _full_pad(kh, kw, pad))
+        dw, dx = _conv_dw_dx(x, dout, w, stride, pad, not dw_tile, need_dx and not dx_tile)
+        if dw_tile:
+            dw = winograd.conv3x3_dw(x, dout, pad, m=dw_tile)
+        if dx_tile:
+            dx = winograd.conv3x3(dout, _rotated(w), None, _full_pad(kh, kw, pad), m=dx_tile)
     # db = dout summed over every pixel, written as a GEMV, ones @ dout: NumPy's column sum of a tall matrix with
     # few columns runs ~10x slower than BLAS does this.
     return dx, dw, np.ones(len(d2), dtype) @ d2

@@ -1,4 +1,5 @@
-"""Winograd convolution F(2x2, 3x3): a 3x3, stride-1 convolution with 2.25x fewer multiplications.
+"""Winograd convolution F(2x2, 3x3) and F(4x4, 3x3): a 3x3, stride-1 convolution with 2.25x (or 4x) fewer
+multiplications.
 
 From Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). A 3x3 convolution makes
 each 2x2 block of outputs from a 4x4 tile of the input (tiles overlap by 2). Done directly that is 4 outputs x 9
@@ -21,6 +22,12 @@ relative; the result is the same convolution, so its gradient is the same too).
 The backward pass: dx of a stride-1 convolution is a convolution of dout (with the kernel rotated), so
 ``conv3x3`` serves for it too; dw runs the same formula backwards (``conv3x3_dw_reference``), again as 16 GEMMs.
 
+Bigger tiles save more. F(4x4, 3x3) makes a 4x4 block of outputs from a 6x6 tile: 36 products for 16 outputs,
+against 144 done directly (4x fewer; F(2x2, 3x3) saves 2.25x), and 36 GEMMs. Its transforms have more terms,
+with factors 2, 4, 5 and 8 and, in G, sixths, so float32 results round about 10x more (a few 1e-6 relative,
+against a few 1e-7); the engine uses it where the map is small (``cpu.winograd_tile``). Every function below takes
+the tile size ``m``, 2 or 4, and ``SCHEMES[m]`` holds its matrices.
+
 ``conv3x3_reference`` and ``conv3x3_dw_reference`` say all this in NumPy with ``einsum``, a few lines each;
 ``conv3x3`` and ``conv3x3_dw`` are the compiled, blocked versions the CPU engine runs.
 """
@@ -37,53 +44,97 @@ BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.fl
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)  # kernel: G g G^T
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)  # output tile: A^T m A
 
+# F(4x4, 3x3), Lavin and Gray's matrices (interpolation points 0, 1, -1, 2, -2 and infinity)
+BT4 = np.array(
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ],
+    np.float64,
+)
+G4 = np.array(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ],
+    np.float64,
+)
+AT4 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)
+
+SCHEMES = {2: (BT, G, AT), 4: (BT4, G4, AT4)}  # output tile size m -> (B^T, G, A^T); a tile is m + 2 across
+
 # The blocked version transforms, multiplies and transforms back a block of images at a time, whose V takes about
 # BLOCK_BYTES, so that V and M are still in the cache when the next step reads them. Whole training steps of the
-# CIFAR model, interleaved, in samples/s: on one thread 2 MiB blocks 417, 8 MiB 386, 64 MiB (no blocks) 357; on
-# two threads, where bigger GEMMs split better, 347, 377 and 348.
-BLOCK_BYTES = 2 << 20
+# CIFAR model with F(4x4, 3x3), one thread, interleaved: 512 KiB blocks 280 ms, 1 MiB 274, 2 MiB 294; two threads
+# (a slice each) 163, 154 and 158; the MNIST model's inference at batch 256 (its 11x11 layer): 1 MiB and 512 KiB
+# blocks 16-18% faster than 2 MiB. (With F(2x2, 3x3) alone, earlier: 2 MiB blocks against 8 and 64 MiB, CIFAR
+# training 417 against 386 and 357 samples/s.)
+BLOCK_BYTES = 1 << 20
 
 
-def _images_per_block(th: int, tw: int, C: int, itemsize: int) -> int:
-    """How many images' V, (16, th*tw, C) each, fit in about BLOCK_BYTES (at least one)."""
-    return max(1, BLOCK_BYTES // (16 * th * tw * C * itemsize))
+def _images_per_block(th: int, tw: int, C: int, itemsize: int, m: int = 2) -> int:
+    """How many images' V, ((m+2)^2, th*tw, C) each, fit in about BLOCK_BYTES (at least one)."""
+    return max(1, BLOCK_BYTES // ((m + 2) ** 2 * th * tw * C * itemsize))
 
 
-def tiles(Ho: int, Wo: int) -> tuple[int, int]:
-    """Tile rows and columns covering an Ho x Wo output with 2x2 blocks (the last ones may hang over the edge)."""
-    return (Ho + 1) // 2, (Wo + 1) // 2
+def tiles(Ho: int, Wo: int, m: int = 2) -> tuple[int, int]:
+    """Tile rows and columns covering an Ho x Wo output with m x m blocks (the last ones may hang over the edge)."""
+    return -(-Ho // m), -(-Wo // m)
 
 
-def transform_kernel(w: np.ndarray) -> np.ndarray:
-    """w: (3, 3, C, F) -> U: (16, C, F), U[4a + b] = (G g G^T)[a, b] for every channel pair."""
-    U = np.einsum("ap,pqcf,bq->abcf", G, w, G)
-    return U.reshape(16, w.shape[2], w.shape[3]).astype(w.dtype, copy=False)
+def transform_kernel(w: np.ndarray, m: int = 2) -> np.ndarray:
+    """w: (3, 3, C, F) -> U: ((m+2)^2, C, F), U[(m+2) a + b] = (G g G^T)[a, b] for every channel pair.
+
+    Computed as one small product, (G kron G) @ w, ((m+2)^2, 9) @ (9, C*F): written as a three-way einsum it took
+    0.4-1 ms for the MNIST model's 32->64 kernel, as long as a quarter of the convolution."""
+    G_ = SCHEMES[m][1]
+    U = np.kron(G_, G_) @ w.reshape(9, -1).astype(np.float64)  # in float64: G has sixths for m = 4
+    return U.reshape(-1, w.shape[2], w.shape[3]).astype(w.dtype)
 
 
-def _transformed_tiles_reference(x, pt, pl, th, tw):
-    """V: (4, 4, N, th, tw, C), B^T d B for every 4x4 tile d of x (at steps of 2, from (-pt, -pl)) and channel."""
+def _untransform_dw(P: np.ndarray, m: int, C: int, F: int, dtype) -> np.ndarray:
+    """P: ((m+2)^2, C, F) -> dw: (3, 3, C, F) = G^T P G for every channel pair, again as one small product."""
+    G_ = SCHEMES[m][1]
+    return (np.kron(G_, G_).T @ P.reshape((m + 2) ** 2, -1).astype(np.float64)).reshape(3, 3, C, F).astype(dtype)
+
+
+def _transformed_tiles_reference(x, pt, pl, th, tw, m=2):
+    """V: (a, a, N, th, tw, C), B^T d B for every a x a tile d of x (a = m + 2, at steps of m, from (-pt, -pl))
+    and channel."""
     N, H, W, C = x.shape
-    # pad so that every tile, even one hanging over the bottom or right edge, is a full 4x4 window
-    xp = np.zeros((N, 2 * th + 2, 2 * tw + 2, C), x.dtype)
+    a = m + 2
+    # pad so that every tile, even one hanging over the bottom or right edge, is a full a x a window
+    xp = np.zeros((N, m * th + 2, m * tw + 2, C), x.dtype)
     xp[:, pt : pt + H, pl : pl + W] = x
-    d = sliding_window_view(xp, (4, 4), axis=(1, 2))[:, ::2, ::2]  # (N, th, tw, C, 4, 4): the tiles
-    return np.einsum("ai,ntscij,bj->abntsc", BT, d, BT)
+    d = sliding_window_view(xp, (a, a), axis=(1, 2))[:, ::m, ::m]  # (N, th, tw, C, a, a): the tiles
+    BT_ = SCHEMES[m][0]
+    return np.einsum("ai,ntscij,bj->abntsc", BT_, d, BT_)
 
 
-def conv3x3_reference(x, w, b=None, pad=(1, 1, 1, 1)):
-    """x: (N, H, W, C), w: (3, 3, C, F), b: (F,) or None -> (N, Ho, Wo, F), stride 1, in NumPy: the formula above."""
+def conv3x3_reference(x, w, b=None, pad=(1, 1, 1, 1), m=2):
+    """x: (N, H, W, C), w: (3, 3, C, F), b: (F,) or None -> (N, Ho, Wo, F), stride 1, in NumPy: the formula above,
+    with m x m output tiles (2 or 4)."""
     N, H, W, C = x.shape
     pt, pb, pl, pr = pad
     Ho, Wo = H + pt + pb - 2, W + pl + pr - 2
-    th, tw = tiles(Ho, Wo)
-    V = _transformed_tiles_reference(x, pt, pl, th, tw)
-    M = np.einsum("abntsc,abcf->abntsf", V, transform_kernel(w).reshape(4, 4, C, -1))  # 16 products, sum over c
-    Y = np.einsum("ia,abntsf,jb->ntisjf", AT, M, AT)  # A^T m A: (N, th, 2, tw, 2, F)
-    out = Y.reshape(N, 2 * th, 2 * tw, -1)[:, :Ho, :Wo].astype(x.dtype)
+    th, tw = tiles(Ho, Wo, m)
+    AT_, a = SCHEMES[m][2], m + 2
+    V = _transformed_tiles_reference(x, pt, pl, th, tw, m)
+    M = np.einsum("abntsc,abcf->abntsf", V, transform_kernel(w, m).reshape(a, a, C, -1))  # a*a products, sum over c
+    Y = np.einsum("ia,abntsf,jb->ntisjf", AT_, M, AT_)  # A^T m A: (N, th, m, tw, m, F)
+    out = Y.reshape(N, m * th, m * tw, -1)[:, :Ho, :Wo].astype(x.dtype)
     return out if b is None else out + b
 
 
-def conv3x3_dw_reference(x, dout, pad=(1, 1, 1, 1)):
+def conv3x3_dw_reference(x, dout, pad=(1, 1, 1, 1), m=2):
     """dw: (3, 3, C, F) of the convolution above, from x: (N, H, W, C) and dout: (N, Ho, Wo, F), in NumPy.
 
     The forward formula is linear in g, so its gradient runs it backwards, tile by tile: dY's 2x2 block goes
@@ -93,13 +144,14 @@ def conv3x3_dw_reference(x, dout, pad=(1, 1, 1, 1)):
     """
     N, H, W, C = x.shape
     Ho, Wo, F = dout.shape[1], dout.shape[2], dout.shape[3]
-    th, tw = tiles(Ho, Wo)
-    V = _transformed_tiles_reference(x, pad[0], pad[2], th, tw)
-    dy = np.zeros((N, 2 * th, 2 * tw, F), dout.dtype)  # outputs past the edge have no gradient
+    th, tw = tiles(Ho, Wo, m)
+    _, G_, AT_ = SCHEMES[m]
+    V = _transformed_tiles_reference(x, pad[0], pad[2], th, tw, m)
+    dy = np.zeros((N, m * th, m * tw, F), dout.dtype)  # outputs past the edge have no gradient
     dy[:, :Ho, :Wo] = dout
-    Z = np.einsum("ia,ntisjf,jb->abntsf", AT, dy.reshape(N, th, 2, tw, 2, F), AT)  # A dY A^T
+    Z = np.einsum("ia,ntisjf,jb->abntsf", AT_, dy.reshape(N, th, m, tw, m, F), AT_)  # A dY A^T
     P = np.einsum("abntsc,abntsf->abcf", V, Z)
-    return np.einsum("ap,abcf,bq->pqcf", G, P, G).astype(x.dtype)
+    return np.einsum("ap,abcf,bq->pqcf", G_, P, G_).astype(x.dtype)
 
 
 @njit(cache=True, nogil=True)
@@ -217,11 +269,141 @@ def _dout_transform(dout, th, tw, Z):
                 t += 1
 
 
-def conv3x3(x, w, b=None, pad=(1, 1, 1, 1), relu=False):
-    """x: (N, H, W, C), w: (3, 3, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), stride 1, in a pooled buffer.
+# F(4x4, 3x3)'s transforms, compiled. The same loops as above with 6x6 tiles; the factors are the input's own type
+# (``xp.dtype.type(4)``): a bare ``4 * d[c]`` is an int64 times a float32, which Numba computes in float64, and the
+# conversions there and back made these loops 1.5-2x slower.
+@njit(cache=True, nogil=True)
+def _input_transform4(xp, th, tw, V):
+    """V[6a + b, t] = (B^T d B)[a, b] for each 6x6 tile d at (4i, 4j) of xp, every channel at once."""
+    C = xp.shape[3]
+    two, four, five = xp.dtype.type(2), xp.dtype.type(4), xp.dtype.type(5)
+    tmp = np.empty((6, 6, C), xp.dtype)  # B^T d: the row transform
+    t = 0
+    for n in range(xp.shape[0]):
+        for i in range(th):
+            for j in range(tw):
+                r, s = 4 * i, 4 * j
+                for q in range(6):
+                    for c in range(C):
+                        d0, d1, d2 = xp[n, r, s + q, c], xp[n, r + 1, s + q, c], xp[n, r + 2, s + q, c]
+                        d3, d4, d5 = xp[n, r + 3, s + q, c], xp[n, r + 4, s + q, c], xp[n, r + 5, s + q, c]
+                        tmp[0, q, c] = four * d0 - five * d2 + d4
+                        tmp[1, q, c] = d3 + d4 - four * (d1 + d2)
+                        tmp[2, q, c] = d4 - d3 + four * (d1 - d2)
+                        tmp[3, q, c] = d4 - d2 + two * (d3 - d1)
+                        tmp[4, q, c] = d4 - d2 - two * (d3 - d1)
+                        tmp[5, q, c] = four * d1 - five * d3 + d5
+                for a in range(6):  # then the column transform, (B^T d) B, straight into V
+                    for c in range(C):
+                        e0, e1, e2 = tmp[a, 0, c], tmp[a, 1, c], tmp[a, 2, c]
+                        e3, e4, e5 = tmp[a, 3, c], tmp[a, 4, c], tmp[a, 5, c]
+                        V[6 * a, t, c] = four * e0 - five * e2 + e4
+                        V[6 * a + 1, t, c] = e3 + e4 - four * (e1 + e2)
+                        V[6 * a + 2, t, c] = e4 - e3 + four * (e1 - e2)
+                        V[6 * a + 3, t, c] = e4 - e2 + two * (e3 - e1)
+                        V[6 * a + 4, t, c] = e4 - e2 - two * (e3 - e1)
+                        V[6 * a + 5, t, c] = four * e1 - five * e3 + e5
+                t += 1
 
-    A block of images at a time: pad it, transform its tiles into V, 16 GEMMs into M, transform back into ``out``
-    adding the bias (and ReLU if ``relu``) on the way.
+
+@njit(cache=True, nogil=True)
+def _output_transform4(M, th, tw, b, relu, out):
+    """out[n, 4i:4i+4, 4j:4j+4] = A^T m A (+ b, then max(., 0) if ``relu``) for each tile; b may be empty. Rows and
+    columns of a tile past out's edge are dropped."""
+    N, Ho, Wo, F = out.shape
+    has_bias = b.size > 0
+    two, four, eight = M.dtype.type(2), M.dtype.type(4), M.dtype.type(8)
+    tmp = np.empty((4, 6, F), M.dtype)  # A^T m: the row transform
+    y = np.empty((4, F), M.dtype)  # one output row of the tile
+    t = 0
+    for n in range(N):
+        for i in range(th):
+            for j in range(tw):
+                for q in range(6):
+                    m0, m1, m2, m3, m4, m5 = (
+                        M[q, t],
+                        M[6 + q, t],
+                        M[12 + q, t],
+                        M[18 + q, t],
+                        M[24 + q, t],
+                        M[30 + q, t],
+                    )
+                    t0, t1, t2, t3 = tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q]
+                    for f in range(F):
+                        t0[f] = m0[f] + m1[f] + m2[f] + m3[f] + m4[f]
+                        t1[f] = m1[f] - m2[f] + two * (m3[f] - m4[f])
+                        t2[f] = m1[f] + m2[f] + four * (m3[f] + m4[f])
+                        t3[f] = m1[f] - m2[f] + eight * (m3[f] - m4[f]) + m5[f]
+                for a in range(min(4, Ho - 4 * i)):  # then the column transform, (A^T m) A
+                    e0, e1, e2, e3, e4, e5 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3], tmp[a, 4], tmp[a, 5]
+                    y0, y1, y2, y3 = y[0], y[1], y[2], y[3]
+                    for f in range(F):
+                        y0[f] = e0[f] + e1[f] + e2[f] + e3[f] + e4[f]
+                        y1[f] = e1[f] - e2[f] + two * (e3[f] - e4[f])
+                        y2[f] = e1[f] + e2[f] + four * (e3[f] + e4[f])
+                        y3[f] = e1[f] - e2[f] + eight * (e3[f] - e4[f]) + e5[f]
+                    for p in range(min(4, Wo - 4 * j)):
+                        dst, src = out[n, 4 * i + a, 4 * j + p], y[p]
+                        for f in range(F):
+                            v = src[f] + b[f] if has_bias else src[f]
+                            dst[f] = (v if v > 0 else 0) if relu else v
+                t += 1
+
+
+@njit(cache=True, nogil=True)
+def _dout_transform4(dout, th, tw, Z):
+    """Z[6a + b, t] = (A dY A^T)[a, b] for each tile t, dY the tile's 4x4 block of dout (zeros past the edge)."""
+    N, Ho, Wo, F = dout.shape
+    two, four, eight = dout.dtype.type(2), dout.dtype.type(4), dout.dtype.type(8)
+    dy = np.zeros((4, 4, F), dout.dtype)  # the tile's block of dout, zeros past the edge
+    tmp = np.empty((6, 4, F), dout.dtype)  # A dY: the row transform
+    t = 0
+    for n in range(N):
+        for i in range(th):
+            for j in range(tw):
+                rows, cols = min(4, Ho - 4 * i), min(4, Wo - 4 * j)
+                if rows < 4 or cols < 4:
+                    dy[:] = 0
+                for a in range(rows):
+                    for p in range(cols):
+                        dy[a, p] = dout[n, 4 * i + a, 4 * j + p]
+                for p in range(4):
+                    y0, y1, y2, y3 = dy[0, p], dy[1, p], dy[2, p], dy[3, p]
+                    t0, t1, t2, t3, t4, t5 = tmp[0, p], tmp[1, p], tmp[2, p], tmp[3, p], tmp[4, p], tmp[5, p]
+                    for f in range(F):
+                        t0[f] = y0[f]
+                        t1[f] = y0[f] + y1[f] + y2[f] + y3[f]
+                        t2[f] = y0[f] - y1[f] + y2[f] - y3[f]
+                        t3[f] = y0[f] + two * y1[f] + four * y2[f] + eight * y3[f]
+                        t4[f] = y0[f] - two * y1[f] + four * y2[f] - eight * y3[f]
+                        t5[f] = y3[f]
+                for a in range(6):  # then the column transform, (A dY) A^T, straight into Z
+                    e0, e1, e2, e3 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3]
+                    z0, z1, z2 = Z[6 * a, t], Z[6 * a + 1, t], Z[6 * a + 2, t]
+                    z3, z4, z5 = Z[6 * a + 3, t], Z[6 * a + 4, t], Z[6 * a + 5, t]
+                    for f in range(F):
+                        z0[f] = e0[f]
+                        z1[f] = e0[f] + e1[f] + e2[f] + e3[f]
+                        z2[f] = e0[f] - e1[f] + e2[f] - e3[f]
+                        z3[f] = e0[f] + two * e1[f] + four * e2[f] + eight * e3[f]
+                        z4[f] = e0[f] - two * e1[f] + four * e2[f] - eight * e3[f]
+                        z5[f] = e3[f]
+                t += 1
+
+
+# The compiled transforms of each tile size: input, output, dout.
+TRANSFORMS = {
+    2: (_input_transform, _output_transform, _dout_transform),
+    4: (_input_transform4, _output_transform4, _dout_transform4),
+}
+
+
+def conv3x3(x, w, b=None, pad=(1, 1, 1, 1), relu=False, m=2):
+    """x: (N, H, W, C), w: (3, 3, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), stride 1, in a pooled buffer, with
+    m x m output tiles (2 or 4).
+
+    A block of images at a time: pad it, transform its tiles into V, (m+2)^2 GEMMs into M, transform back into
+    ``out`` adding the bias (and ReLU if ``relu``) on the way.
     """
     dtype = np.result_type(x.dtype, w.dtype)
     x, w = np.ascontiguousarray(x, dtype), np.asarray(w, dtype)
@@ -229,47 +411,49 @@ def conv3x3(x, w, b=None, pad=(1, 1, 1, 1), relu=False):
     F = w.shape[3]
     pt, pb, pl, pr = pad
     Ho, Wo = H + pt + pb - 2, W + pl + pr - 2
-    th, tw = tiles(Ho, Wo)
-    U = transform_kernel(w)
+    th, tw = tiles(Ho, Wo, m)
+    input_transform, output_transform, _ = TRANSFORMS[m]
+    U = transform_kernel(w, m)
     bias = np.zeros(0, dtype) if b is None else np.asarray(b, dtype)
     out = buffers.empty((N, Ho, Wo, F), dtype)
-    step = _images_per_block(th, tw, C, x.itemsize)
-    n = min(step, N)
-    xp = buffers.empty((n, 2 * th + 2, 2 * tw + 2, C), dtype)
-    V = buffers.empty((16, n * th * tw, C), dtype)
-    M = buffers.empty((16, n * th * tw, F), dtype)
+    step = _images_per_block(th, tw, C, x.itemsize, m)
+    n, a2 = min(step, N), (m + 2) ** 2
+    xp = buffers.empty((n, m * th + 2, m * tw + 2, C), dtype)
+    V = buffers.empty((a2, n * th * tw, C), dtype)
+    M = buffers.empty((a2, n * th * tw, F), dtype)
     for s in range(0, N, step):
         e = min(s + step, N)
         T = (e - s) * th * tw
         _pad_into(x[s:e], pt, pl, xp[: e - s])
-        _input_transform(xp[: e - s], th, tw, V[:, :T])
+        input_transform(xp[: e - s], th, tw, V[:, :T])
         np.matmul(V[:, :T], U, out=M[:, :T])
-        _output_transform(M[:, :T], th, tw, bias, relu, out[s:e])
+        output_transform(M[:, :T], th, tw, bias, relu, out[s:e])
     return out
 
 
-def conv3x3_dw(x, dout, pad=(1, 1, 1, 1)):
+def conv3x3_dw(x, dout, pad=(1, 1, 1, 1), m=2):
     """dw: (3, 3, C, F) from x: (N, H, W, C) and dout: (N, Ho, Wo, F), as ``conv3x3_dw_reference``, blocked.
 
-    Per block of images: V from x as in the forward pass, Z from dout, P += V^T @ Z (16 GEMMs); then
+    Per block of images: V from x as in the forward pass, Z from dout, P += V^T @ Z ((m+2)^2 GEMMs); then
     dw = G^T P G once.
     """
     dtype = np.result_type(x.dtype, dout.dtype)
     x, dout = np.ascontiguousarray(x, dtype), np.ascontiguousarray(dout, dtype)
     N, H, W, C = x.shape
     Ho, Wo, F = dout.shape[1], dout.shape[2], dout.shape[3]
-    th, tw = tiles(Ho, Wo)
-    step = _images_per_block(th, tw, C, x.itemsize)
-    n = min(step, N)
-    xp = buffers.empty((n, 2 * th + 2, 2 * tw + 2, C), dtype)
-    V = buffers.empty((16, n * th * tw, C), dtype)
-    Z = buffers.empty((16, n * th * tw, F), dtype)
-    P = np.zeros((16, C, F), dtype)
+    th, tw = tiles(Ho, Wo, m)
+    input_transform, _, dout_transform = TRANSFORMS[m]
+    step = _images_per_block(th, tw, C, x.itemsize, m)
+    n, a2 = min(step, N), (m + 2) ** 2
+    xp = buffers.empty((n, m * th + 2, m * tw + 2, C), dtype)
+    V = buffers.empty((a2, n * th * tw, C), dtype)
+    Z = buffers.empty((a2, n * th * tw, F), dtype)
+    P = np.zeros((a2, C, F), dtype)
     for s in range(0, N, step):
         e = min(s + step, N)
         T = (e - s) * th * tw
         _pad_into(x[s:e], pad[0], pad[2], xp[: e - s])
-        _input_transform(xp[: e - s], th, tw, V[:, :T])
-        _dout_transform(dout[s:e], th, tw, Z[:, :T])
+        input_transform(xp[: e - s], th, tw, V[:, :T])
+        dout_transform(dout[s:e], th, tw, Z[:, :T])
         P += np.matmul(V[:, :T].transpose(0, 2, 1), Z[:, :T])
-    return np.einsum("ap,abcf,bq->pqcf", G, P.reshape(4, 4, C, F), G).astype(dtype, copy=False)
+    return _untransform_dw(P, m, C, F, dtype)

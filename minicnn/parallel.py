@@ -4,7 +4,7 @@ On a machine with more than one core there are two ways to share a training step
 
 * ``'blas'``: one thread runs the step, and BLAS splits each matrix product over the cores. Nothing to set up,
   and large products scale. But what lies around the products (im2col, the Winograd transforms, pooling) runs
-  on one core; a Winograd layer's products are 16 small ones that split badly; and half of each block's data is
+  on one core; a Winograd layer's products are 16 or 36 small ones that split badly; and half of each block's data is
   left in the other core's cache by one product and must come back for the next pass. Small products lose more
   than they gain: on the 2-core development machine, in fresh processes, the small model S's step (batch 32)
   took 8.0 ms with ``'blas'`` against 2.7 on one core, and the MNIST model R's (batch 32) 68 ms against 13.

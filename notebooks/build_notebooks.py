@@ -371,6 +371,20 @@ def lesson_01() -> list[dict]:
         32 channels in and out (`cpu.WINOGRAD_MIN_CHANNELS`; its backward pass uses it for `dx` and `dw` too). And the
         transforms add and subtract before multiplying, so float32 results differ from the direct sum in the last
         bits, about as much as two BLAS libraries do.
+
+        Bigger tiles save more. F(4x4, 3x3) makes a 4x4 block of outputs from a 6x6 tile with 36 products instead
+        of 144, 4x fewer (`m=4` in `winograd.conv3x3`). Its transforms carry factors up to 8, and sixths in `G`, so
+        it rounds about 10x more in float32: a few parts in a million. And tiles that hang over the edge of the
+        map are wasted work, more of it with big tiles on small maps, so the engine counts the products per output
+        of each tile size and takes the smaller (`cpu.winograd_tile`): the MNIST model's 11x11 layer runs by
+        F(4x4, 3x3) at 2.7 products per output, where F(2x2, 3x3) would need 4.8 and im2col 9.
+        """),
+        code("""
+        for m in (2, 4):
+            error = relative_error(winograd.conv3x3(xw, ww, m=m), im2col.conv2d_forward(*args)[0])
+            print(f"F({m}x{m}, 3x3): {best_time(lambda m=m: winograd.conv3x3(xw, ww, m=m)) * 1e3:6.1f} ms, "
+                  f"relative error against im2col {error:.1e}")
+        print("tile size the engine picks for the MNIST model's 11x11 layer:", cpu.winograd_tile(32, 64, 3, 3, (1, 1), 11, 11))
         """),
         md("""
         ## Exercise: a 1 x 1 convolution is a matrix product
@@ -418,7 +432,8 @@ def lesson_01() -> list[dict]:
         - im2col turns all those dot products into one matrix product, for the price of copying each pixel up to
           `kh * kw` times; it is hundreds to thousands of times faster than the loops.
         - Numba compiles the im2col loop and runs it on every core: minicnn's default CPU engine.
-        - Winograd's algorithm computes a 3x3 convolution with 2.25x fewer multiplications, still as GEMMs.
+        - Winograd's algorithm computes a 3x3 convolution with 2.25x (or, with bigger tiles, 4x) fewer
+          multiplications, still as GEMMs.
         - All three agree to float32 precision, on strides and paddings too: `tests/test_kernels.py` checks this on
           random shapes.
 
@@ -1783,7 +1798,7 @@ def lesson_07() -> list[dict]:
         """),
         md("""
         On the 2-core machine where minicnn was measured, `'batch'` ran C's step 1.3-2.3x faster than `'blas'`:
-        Winograd's 16 small products per block split badly, and with `'blas'` half of each block's data goes back
+        Winograd's small products per block (16 or 36, each only `C` deep) split badly, and with `'blas'` half of each block's data goes back
         and forth between the two cores' caches. The MNIST model R gained less (1.1-1.3x at batch 64: its large
         products split well), and the small model S lost (its slices of 16 images are too little work for the
         threads' fixed costs), but S lost more with `'blas'`, whose split of its small products cost more than

@@ -45,17 +45,19 @@ def test_conv2d_gradients(case):
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("activation", [None, "relu"])
-def test_conv2d_gradients_through_winograd(padding, activation, monkeypatch):
+@pytest.mark.parametrize("m", [2, 4])
+def test_conv2d_gradients_through_winograd(padding, activation, m, monkeypatch):
     # The CPU engine runs wide 3x3 layers by Winograd's algorithm (forward, dw, and dx of 'same' layers); lower its
-    # thresholds so that this small layer goes that way too, and check it against finite differences.
+    # thresholds so that this small layer goes that way too, with tile size m, and check it against finite
+    # differences.
     monkeypatch.setattr(cpu, "WINOGRAD_MIN_CHANNELS", 2)
-    monkeypatch.setattr(cpu, "WINOGRAD_MIN_SIZE", 1)
+    monkeypatch.setattr(cpu, "winograd_products", lambda tile, Ho, Wo: 1.0 if tile == m else 2.0)
     calls = []
     conv3x3 = winograd.conv3x3
-    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(1) or conv3x3(*a, **k))
+    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(k["m"]) or conv3x3(*a, **k))
     x = np.random.default_rng(5).standard_normal((2, 6, 5, 3))
     assert_gradients_ok(layers.Conv2D(4, 3, padding=padding, activation=activation), x)
-    assert calls
+    assert calls and set(calls) == {m}
 
 
 @settings(max_examples=20, deadline=None)

@@ -126,8 +126,11 @@ def test_auto_splits_when_each_slice_has_enough_work(monkeypatch):
     whole = two_steps(conv_model(wide=True), x, y, "blas")
     split = two_steps(conv_model(wide=True), x, y, "auto")
     assert calls == {"train": 2, "predict": 2}
+    # Adam moves each weight by about lr = 1e-3 a step however small its gradient, so the rounding of a small
+    # gradient (the slices add up in another order, and F(4x4, 3x3) rounds ~10x more than the direct sum) can show
+    # as a fraction of a step: atol 1e-4, a tenth of one.
     for w_whole, w_split in zip(whole[1], split[1], strict=True):
-        np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-4)
 
 
 @splits
