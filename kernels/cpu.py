@@ -275,11 +275,15 @@ def conv2d_backward(dout, cache, need_dx=True):
     (H, W), (Ho, Wo) = x.shape[1:3], dout.shape[1:3]
     dx_is_a_conv = need_dx and _dx_is_a_convolution(x.shape, w.shape, dout.shape, stride, pad)
     dx_tile = winograd_tile(F, C, kh, kw, stride, H, W) if dx_is_a_conv else 0  # dout's F channels into C
-    dw_tile = winograd_tile(C, F, kh, kw, stride, Ho, Wo)  # as the forward pass
+    dx_by_col2im = need_dx and not dx_is_a_conv
+    # dw as the forward pass, except when dx goes by col2im: then dw joins that pass over the blocks, whose cols
+    # serve dw before their buffer takes dcols (R's 11x11 layer: training steps level with dw by F(4x4, 3x3), and
+    # the pool keeps no Winograd buffers for dw)
+    dw_tile = 0 if dx_by_col2im else winograd_tile(C, F, kh, kw, stride, Ho, Wo)
     if dx_is_a_conv and not dx_tile:
         dx, dw = _conv_dx_dw(x, dout, w, pad)  # one im2col of dout gives both
     else:  # each of dw and dx by Winograd where it fits, the rest by im2col in one pass over the blocks
-        dw, dx = _conv_dw_dx(x, dout, w, stride, pad, not dw_tile, need_dx and not dx_tile)
+        dw, dx = _conv_dw_dx(x, dout, w, stride, pad, not dw_tile, dx_by_col2im)
         if dw_tile:
             dw = winograd.conv3x3_dw(x, dout, pad, m=dw_tile)
         if dx_tile:
