@@ -16,17 +16,19 @@ position xi of the 4x4 tile, across all tiles at once:
 So the arithmetic stays in BLAS GEMMs, with 2.25x fewer multiply-adds than im2col's single GEMM, and the input
 is copied 4x (16 numbers for 4 outputs), not 9x. What it costs: the 16 GEMMs are only C deep, which BLAS runs
 at a lower rate than im2col's 9C, so the win shows from C = 32 up (see ``cpu.WINOGRAD_MIN_CHANNELS``); and sums of
-differences round a little differently (float32 outputs agree with the direct convolution to about 1e-6
-relative; the result is the same convolution, so its gradient is the same too).
+differences round a little differently (float32 outputs agree with the direct convolution to about 1e-7,
+norm-relative, and 3e-7 in the worst element; the result is the same convolution, so its gradient is the same too).
 
 The backward pass: dx of a stride-1 convolution is a convolution of dout (with the kernel rotated), so
 ``conv3x3`` serves for it too; dw runs the same formula backwards (``conv3x3_dw_reference``), again as 16 GEMMs.
 
 Bigger tiles save more. F(4x4, 3x3) makes a 4x4 block of outputs from a 6x6 tile: 36 products for 16 outputs,
 against 144 done directly (4x fewer; F(2x2, 3x3) saves 2.25x), and 36 GEMMs. Its transforms have more terms,
-with factors 2, 4, 5 and 8 and, in G, sixths, so float32 results round about 10x more (a few 1e-6 relative,
-against a few 1e-7); the engine uses it where the map is small (``cpu.winograd_tile``). Every function below takes
-the tile size ``m``, 2 or 4, and ``SCHEMES[m]`` holds its matrices.
+with factors 2, 4, 5 and 8 and, in G, sixths, so float32 results round more: about 8e-7 norm-relative over 64
+channels (7x F(2x2, 3x3)'s), and 5-8e-6 in the worst element (20x). The engine takes whichever tile size does
+fewer products per output, tiles over the map's edge counted: F(4x4, 3x3) on most maps from 7x7 up
+(``cpu.winograd_tile``). Every function below takes the tile size ``m``, 2 or 4, and ``SCHEMES[m]`` holds its
+matrices.
 
 ``conv3x3_reference`` and ``conv3x3_dw_reference`` say all this in NumPy with ``einsum``, a few lines each;
 ``conv3x3`` and ``conv3x3_dw`` are the compiled, blocked versions the CPU engine runs.

@@ -374,7 +374,8 @@ def lesson_01() -> list[dict]:
 
         Bigger tiles save more. F(4x4, 3x3) makes a 4x4 block of outputs from a 6x6 tile with 36 products instead
         of 144, 4x fewer (`m=4` in `winograd.conv3x3`). Its transforms carry factors up to 8, and sixths in `G`, so
-        it rounds about 10x more in float32: a few parts in a million. And tiles that hang over the edge of the
+        it rounds more in float32: under one part in a million overall, a few in the worst element. And tiles that
+        hang over the edge of the
         map are wasted work, more of it with big tiles on small maps, so the engine counts the products per output
         of each tile size and takes the smaller (`cpu.winograd_tile`): the MNIST model's 11x11 layer runs by
         F(4x4, 3x3) at 2.7 products per output, where F(2x2, 3x3) would need 4.8 and im2col 9.

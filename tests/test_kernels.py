@@ -173,11 +173,11 @@ def test_winograd_weight_gradient_matches_reference(case, block_bytes, dtype, m)
     assert relative_error(winograd.conv3x3_dw_reference(x, dout, pad, m=m), want) < tol
 
 
-@pytest.mark.parametrize(("m", "bound", "times_im2col"), [(2, 1e-6, 4), (4, 1e-5, 30)])
+@pytest.mark.parametrize(("m", "bound", "times_im2col"), [(2, 1e-6, 4), (4, 2e-6, 10)])
 def test_winograd_float32_error_stays_small_over_many_channels(m, bound, times_im2col):
     # Sums of differences round differently from the direct sum; over 64 channels, as in the CIFAR model, float32
     # results still agree with the float64 convolution: F(2x2, 3x3) about as closely as im2col's do, F(4x4, 3x3),
-    # whose transforms carry factors up to 8 and sixths, within a bound 10x looser.
+    # whose transforms carry factors up to 8 and sixths, within a few times that (measured: 8e-7, 5.6x im2col's).
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 16, 16, 64)), rng.standard_normal((3, 3, 64, 64)) / 24
     exact, _ = reference.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1))

@@ -47,17 +47,19 @@ def test_conv2d_gradients(case):
 @pytest.mark.parametrize("activation", [None, "relu"])
 @pytest.mark.parametrize("m", [2, 4])
 def test_conv2d_gradients_through_winograd(padding, activation, m, monkeypatch):
-    # The CPU engine runs wide 3x3 layers by Winograd's algorithm (forward, dw, and dx of 'same' layers); lower its
-    # thresholds so that this small layer goes that way too, with tile size m, and check it against finite
-    # differences.
+    # The CPU engine runs wide 3x3 layers by Winograd's algorithm (forward; dw and dx too for 'same' layers, whose dx
+    # is a convolution of dout from 8 channels up); lower its thresholds so that this small layer goes that way too,
+    # with tile size m, and check it against finite differences.
     monkeypatch.setattr(cpu, "WINOGRAD_MIN_CHANNELS", 2)
     monkeypatch.setattr(cpu, "winograd_products", lambda tile, Ho, Wo: 1.0 if tile == m else 2.0)
     calls = []
-    conv3x3 = winograd.conv3x3
-    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(k["m"]) or conv3x3(*a, **k))
-    x = np.random.default_rng(5).standard_normal((2, 6, 5, 3))
+    for name in ("conv3x3", "conv3x3_dw"):
+        f = getattr(winograd, name)
+        monkeypatch.setattr(winograd, name, lambda *a, f=f, name=name, **k: calls.append((name, k["m"])) or f(*a, **k))
+    x = np.random.default_rng(5).standard_normal((2, 6, 5, 8))
     assert_gradients_ok(layers.Conv2D(4, 3, padding=padding, activation=activation), x)
-    assert calls and set(calls) == {m}
+    names = {"conv3x3", "conv3x3_dw"} if padding == "same" else {"conv3x3"}  # 'valid': dx and dw by col2im's pass
+    assert {name for name, _ in calls} == names and {tile for _, tile in calls} == {m}
 
 
 @settings(max_examples=20, deadline=None)
