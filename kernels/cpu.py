@@ -209,10 +209,10 @@ def _epilogue(block, b, activation):
 # WINOGRAD_MIN_CHANNELS: its GEMMs are only C deep, and BLAS runs those too slowly below 32 (forward, one thread,
 # im2col against F(2x2, 3x3): C=F=16 8.4 against 10.4 ms; C=F=32 50 against 42; C=F=64 40 against 23 at 16x16).
 # And when its tiles, which may hang over the map's edge, take at most WINOGRAD_MAX_PRODUCTS products per output
-# (im2col's direct convolution takes 9): F(2x2, 3x3) at 4 a product (16x16 maps, 6x6) ran faster than im2col; on
-# the MNIST model's 11x11 layer, 36 tiles of 16 products for 121 outputs, 4.8 each, its training steps were 3-6%
-# slower. Of the two tile sizes the engine takes the one with fewer products, F(2x2, 3x3) on a tie (cheaper
-# transforms, less rounding; at 6x6 both take 4, and F(2x2, 3x3)'s forward ran 2.2 against 2.7 ms).
+# (im2col's direct convolution takes 9): F(2x2, 3x3) at 4 products per output (16x16 maps, 6x6) ran faster than
+# im2col; on the MNIST model's 11x11 layer, 36 tiles of 16 products for 121 outputs, 4.8 each, its training steps
+# were 3-6% slower. Of the two tile sizes the engine takes the one with fewer products, F(2x2, 3x3) on a tie
+# (cheaper transforms, less rounding; at 6x6 both take 4, and F(2x2, 3x3)'s forward ran 2.2 against 2.7 ms).
 #
 # F(4x4, 3x3) against the rule before it (F(2x2, 3x3) from 16x16 up, else im2col), whole steps in one process,
 # alternating, one thread: the CIFAR model's training step 274-280 against 304 ms (two threads 154-163 against

@@ -76,9 +76,9 @@ SCHEMES = {2: (BT, G, AT), 4: (BT4, G4, AT4)}  # output tile size m -> (B^T, G, 
 # The blocked version transforms, multiplies and transforms back a block of images at a time, whose V takes about
 # BLOCK_BYTES, so that V and M are still in the cache when the next step reads them. Whole training steps of the
 # CIFAR model with F(4x4, 3x3), one thread, interleaved: 512 KiB blocks 280 ms, 1 MiB 274, 2 MiB 294; two threads
-# (a slice each) 163, 154 and 158; the MNIST model's inference at batch 256 (its 11x11 layer): 1 MiB and 512 KiB
-# blocks 16-18% faster than 2 MiB. (With F(2x2, 3x3) alone, earlier: 2 MiB blocks against 8 and 64 MiB, CIFAR
-# training 417 against 386 and 357 samples/s.)
+# (a slice each) 163, 154 and 158; the MNIST model's inference at batch 256 on two threads (its 11x11 layer):
+# 1 MiB and 512 KiB blocks 8-10% faster than 2 MiB. (With F(2x2, 3x3) alone, earlier: 2 MiB blocks against 8 and
+# 64 MiB, CIFAR training 417 against 386 and 357 samples/s.)
 BLOCK_BYTES = 1 << 20
 
 
