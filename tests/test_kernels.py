@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minicnn.kernels import cpu, im2col, reference, winograd
+from minicnn.kernels import cpu, im2col, reference, sparse, winograd
 from minicnn.kernels.shapes import output_size, padding_amounts
 from minicnn.testing import relative_error
 
@@ -223,6 +223,79 @@ def test_numba_conv_by_winograd_matches_reference(padding, dtype, m, monkeypatch
     assert relative_error(out, np.maximum(ref_out, 0)) < tol
     for got, want in zip(grads, reference.conv2d_backward(dout, ref_cache), strict=True):
         assert got.dtype == np.dtype(dtype) and relative_error(got, want) < tol
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    case=conv_case(),
+    density=st.sampled_from([0.0, 0.05, 0.25, 1.0]),
+    need_dx=st.booleans(),
+    dtype=st.sampled_from(["f4", "f8"]),
+)
+def test_sparse_backward_matches_reference(case, density, need_dx, dtype):
+    # The backward pass that skips dout's zeros, against the loops that visit every element, at every stride and
+    # padding: nothing nonzero, a few, a pooling's share, everything.
+    N, H, W, C, F, kh, kw, stride, pad, seed = case
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((N, H, W, C)).astype(dtype), rng.standard_normal((kh, kw, C, F)).astype(dtype)
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    dout = (rng.standard_normal((N, Ho, Wo, F)) * (rng.random((N, Ho, Wo, F)) < density)).astype(dtype)
+    dw, dx = sparse.conv2d_dw_dx(x, dout, w, stride, pad, need_dx)
+    ref_dx, ref_dw, _ = reference.conv2d_backward(dout, (x, w, stride, pad))
+    tol = TOL if dtype == "f4" else 1e-12
+    assert dw.dtype == np.dtype(dtype) and dw.shape == w.shape
+    if density == 0:
+        assert not dw.any() and (not need_dx or not dx.any())
+    else:
+        assert relative_error(dw, ref_dw) < tol
+        if need_dx:
+            assert dx.dtype == np.dtype(dtype) and relative_error(dx, ref_dx) < tol
+    if not need_dx:
+        assert dx is None
+
+
+def test_sparse_backward_lets_a_nan_through():
+    # a NaN in dout is not a zero: it reaches dw and dx, as it does through the GEMMs
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((1, 5, 5, 4)), rng.standard_normal((3, 3, 4, 2))
+    dout = np.zeros((1, 3, 3, 2))
+    dout[0, 1, 2, 1] = np.nan
+    dw, dx = sparse.conv2d_dw_dx(x, dout, w)
+    assert np.isnan(dw[..., 1]).all() and not np.isnan(dw[..., 0]).any()
+    assert np.isnan(dx[0, 1:4, 2:5]).all() and not np.isnan(dx[0, 0]).any()
+
+
+def test_nonzero_fraction_counts_like_numpy():
+    rng = np.random.default_rng(0)
+    for dtype in ("f4", "f8"):
+        a = (rng.standard_normal((3, 7, 5, 9)) * (rng.random((3, 7, 5, 9)) < 0.3)).astype(dtype)
+        assert sparse.nonzero_fraction(a) == np.count_nonzero(a) / a.size
+    assert sparse.nonzero_fraction(np.array([0.0, -0.0, 1.0, np.nan])) == 0.5  # -0.0 is a zero, NaN is not
+    assert sparse.nonzero_fraction(np.zeros((0, 3), np.float32)) == 0.0
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+def test_numba_conv_backward_behind_max_pooling_skips_the_zeros(dtype, monkeypatch):
+    # A 'valid' layer behind a 2x2 max pooling and ReLU: the engine takes the sparse backward (counted) and
+    # matches the loops; with a dense dout it does not.
+    calls = []
+    f = sparse.conv2d_dw_dx
+    monkeypatch.setattr(sparse, "conv2d_dw_dx", lambda *a, **k: calls.append(1) or f(*a, **k))
+    rng = np.random.default_rng(11)
+    C = cpu.SPARSE_MIN_CHANNELS
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((3, 10, 9, C), (3, 3, C, 6), (6,)))
+    y, cache = cpu.conv2d_forward(x, w, b, activation="relu")
+    pooled, pool_cache = reference.maxpool2d_forward(y)
+    dout = reference.maxpool2d_backward(rng.standard_normal(pooled.shape).astype(dtype), pool_cache) * (y > 0)
+    assert 0 < sparse.nonzero_fraction(dout) <= min(0.25, cpu.SPARSE_MAX_DENSITY)
+    grads = cpu.conv2d_backward(dout, cache)
+    assert len(calls) == 1
+    ref_out, ref_cache = reference.conv2d_forward(x, w, b)
+    tol = TOL if dtype == "f4" else 1e-12
+    for got, want in zip(grads, reference.conv2d_backward(dout, ref_cache), strict=True):
+        assert got.dtype == np.dtype(dtype) and relative_error(got, want) < tol
+    cpu.conv2d_backward(rng.standard_normal(y.shape).astype(dtype), cache)
+    assert len(calls) == 1  # dense: im2col + GEMM + col2im
 
 
 @pytest.mark.parametrize("engine", FAST)

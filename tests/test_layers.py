@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minicnn import layers
-from minicnn.kernels import cpu, winograd
+from minicnn.kernels import cpu, sparse, winograd
 from minicnn.testing import check_layer_gradients
 
 GRAD_TOL = 1e-6
@@ -60,6 +60,21 @@ def test_conv2d_gradients_through_winograd(padding, activation, m, monkeypatch):
     assert_gradients_ok(layers.Conv2D(4, 3, padding=padding, activation=activation), x)
     names = {"conv3x3", "conv3x3_dw"} if padding == "same" else {"conv3x3"}  # 'valid': dx and dw by col2im's pass
     assert {name for name, _ in calls} == names and {tile for _, tile in calls} == {m}
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_conv2d_gradients_through_the_sparse_backward(padding, strides, monkeypatch):
+    # Behind a max pooling the CPU engine skips dout's zeros (sparse.py) where dx would go by col2im; finite
+    # differences draw a dense dout, so let it take that path at any density, and count that it did.
+    monkeypatch.setattr(cpu, "SPARSE_MAX_DENSITY", 1.0)
+    monkeypatch.setattr(cpu, "SPARSE_MIN_CHANNELS", 2)
+    calls = []
+    f = sparse.conv2d_dw_dx
+    monkeypatch.setattr(sparse, "conv2d_dw_dx", lambda *a, **k: calls.append(1) or f(*a, **k))
+    x = np.random.default_rng(6).standard_normal((2, 7, 6, 3))
+    assert_gradients_ok(layers.Conv2D(4, 3, strides=strides, padding=padding, activation="relu"), x)
+    assert calls  # 'same' at stride 1 with 3 channels: dx by col2im too (a convolution of dout from 8 up)
 
 
 @settings(max_examples=20, deadline=None)
