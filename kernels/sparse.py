@@ -23,7 +23,9 @@ against 17.1 ms on one thread (19.3 against 22.8 in another run), 13.4 against 1
 
 Two things kept its loops in SIMD: every index into ``acc`` and ``dx`` is a loop counter from 0 (Numba checks a
 computed index for a negative value, and that check made the loop that adds acc into dx scalar: 1 ms more), and
-a sum of four products written ``acc + g0 * v0 + ...`` from the left is four fused multiply-adds in a row.
+a sum of four products written ``acc + g0 * v0 + ...`` from the left is four fused multiply-adds in a row. Only
+``fastmath``'s contraction is asked for: all of it would let the compiler assume no NaN, and a NaN g must count as
+nonzero, so that it reaches dw and dx as it does through the GEMMs.
 
 The patch and dx's place of it follow ``pad`` and ``stride`` as im2col does: a tap that falls in the padding reads
 a zero and writes nothing.
