@@ -1,6 +1,6 @@
 """minicnn's benchmarks: how fast it is, against what, and on which machine. Every figure comes from a run.
 
-    python -m benchmarks [--quick] [--out DIR] [--only kernels,models,memory,coldstart,mnist]
+    python -m benchmarks [--quick] [--out DIR] [--only kernels,models,memory,coldstart,mnist,slices]
     minicnn bench ...                      (the CLI calls ``benchmarks.main(argv)``)
 
 Sections (each in its own module, whose docstring says what is measured and how):
@@ -11,7 +11,9 @@ Sections (each in its own module, whose docstring says what is measured and how)
   Keras 3 (torch backend) and a naive NumPy engine (``naive.py``, the baseline);
 * ``memory`` and ``coldstart``: peak memory of a training step, and the first steps with Numba's cache cold and
   warm, each in fresh subprocesses;
-* ``mnist``: one epoch of model R on real MNIST, minicnn vs PyTorch, with test accuracy.
+* ``mnist``: one epoch of model R on real MNIST, minicnn vs PyTorch, with test accuracy;
+* ``slices``: R's and C's training step on two cores taken apart: one slice of the batch alone, two at once in two
+  processes and in two threads, the whole step split and on one core.
 
 Output, in ``--out`` (default ``bench-out/``): ``report.md``, ``benchmarks.png`` and ``results.json`` (every
 timing, not only the medians). ``--quick`` runs everything on tiny batches with two repeats: it checks the harness
@@ -33,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("kernels", "models", "memory", "coldstart", "mnist")
+SECTIONS = ("kernels", "models", "memory", "coldstart", "mnist", "slices")
 
 
 def parse_args(argv=None, prog: str = "python -m benchmarks") -> argparse.Namespace:
@@ -93,7 +95,7 @@ def main(argv=None, prog: str = "python -m benchmarks") -> int:
     if not args.keep_blas_env and any(k in os.environ for k in BLAS_ENV):
         return _restart_without_blas_env(argv)
 
-    from . import frameworks, kernels, memory, mnist_epoch, models, report, timing
+    from . import frameworks, kernels, memory, mnist_epoch, models, report, slices, timing
 
     def log(message):
         print(message, file=sys.stderr, flush=True)
@@ -112,6 +114,7 @@ def main(argv=None, prog: str = "python -m benchmarks") -> int:
         "memory": lambda: memory.run_memory(args.quick, unavailable, log=log),
         "coldstart": lambda: memory.run_coldstart(args.quick, unavailable, log=log),
         "mnist": lambda: mnist_epoch.run(args.quick, log=log),
+        "slices": lambda: slices.run(args.quick, log=log),
     }
     results["section_seconds"] = {}
     for name in args.sections:

@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--out DIR] [--only kernels,models,memory,coldstart,mnist]``"""
+"""``python -m benchmarks [--quick] [--out DIR] [--only kernels,models,memory,coldstart,mnist,slices]``"""
 
 import sys
 

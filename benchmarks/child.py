@@ -2,6 +2,7 @@
 
     python -m benchmarks.child memory <framework> <model> <batch> <steps>
     python -m benchmarks.child coldstart <framework> <model> <batch>
+    python -m benchmarks.child slice <framework> <model> <batch> <start> <end> <passes>
 
 A fresh process per measurement, because memory figures of one process are polluted by everything it ran before
 (allocator pools, JIT compilers, other frameworks' libraries), and because a cold start is only cold once.
@@ -91,10 +92,27 @@ def coldstart(framework: str, model: str, batch: int) -> dict:
     return marks
 
 
+def slice_passes(framework: str, model: str, batch: int, start: int, end: int, passes: int) -> list[float]:
+    """Seconds of each of ``passes`` forward and backward passes over batch[start:end] (``slices.py``), started
+    when the parent answers this process's 'ready' with 'go'."""
+    from .frameworks import make_runner
+    from .slices import timed_passes
+    from .specs import MODELS
+
+    runner = make_runner(framework, MODELS[model], batch, 1)
+    timed_passes(runner, start, end, 3)  # compile or load the kernels, fill the buffer pool
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        raise SystemExit("benchmarks.child slice: expected 'go' on stdin")
+    return timed_passes(runner, start, end, passes)
+
+
 if __name__ == "__main__":
     task, framework, model, batch, *rest = sys.argv[1:]
     if task == "memory":
         result = memory(framework, model, int(batch), int(rest[0]))
+    elif task == "slice":
+        result = slice_passes(framework, model, int(batch), *map(int, rest))
     else:
         result = coldstart(framework, model, int(batch))
     print(json.dumps(result))

@@ -319,6 +319,41 @@ def mnist_section(e: dict) -> list[str]:
     return lines + table(["framework", "samples/s", "seconds", "÷ PyTorch", "test accuracy"], body)
 
 
+def slices_section(sl: dict) -> list[str]:
+    lines = ["## Two cores: where the split training step loses time", ""]
+    if "skipped" in sl:
+        return lines + [f"Not run: {sl['skipped']}", ""]
+    lines += [
+        "Each model's training batch cut in two slices, as minicnn's 'batch' split runs it on two cores (see "
+        "`benchmarks/slices.py`). One slice's forward and backward pass alone; the two slices at once in two "
+        "processes (what the cores cost each other) and in two threads of one process (what sharing one "
+        "interpreter costs: the layers' Python runs under the GIL); the whole training step split over two "
+        "threads (the slower slice, the gradient sum, Adam) and on one core. Median ms, the contenders taking "
+        f"turns. 2-thread efficiency probe after: {fmt(sl.get('efficiency'), 2)}.",
+        "",
+    ]
+    header = ["model", "batch", "slice", "passes x rounds", "alone ms", "2 processes ms", "2 threads ms"]
+    header += ["'batch' step ms", "one-core step ms", "processes ÷ alone", "threads ÷ processes", "step ÷ threads"]
+    body = [
+        [
+            r["model"],
+            r["batch"],
+            r["slice"],
+            f"{r['passes']} x {r['rounds']}",
+            fmt(r["alone_ms"]),
+            fmt(r["processes_ms"]),
+            fmt(r["threads_ms"]),
+            fmt(r["batch_ms"]),
+            fmt(r["one_core_ms"]),
+            ratio(r["processes_ms"], r["alone_ms"]),
+            ratio(r["threads_ms"], r["processes_ms"]),
+            ratio(r["batch_ms"], r["threads_ms"]),
+        ]
+        for r in sl["rows"]
+    ]
+    return lines + table(header, body)
+
+
 # The targets of the issue that asked for this benchmark (a CPU engine that beats PyTorch on small CNNs).
 TRAIN_TARGETS = {"S": 1.5, "R": 1.3, "C": 1.0}  # training samples/s ÷ PyTorch's
 INFER_TARGET = 1.0  # inference samples/s ÷ PyTorch's, every model
@@ -432,6 +467,7 @@ def markdown(r: dict) -> str:
         "memory": memory_section,
         "coldstart": coldstart_section,
         "mnist": mnist_section,
+        "slices": slices_section,
     }
     for name in r["sections"]:
         if name in r.get("errors", {}):

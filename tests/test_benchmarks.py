@@ -28,6 +28,7 @@ HEADINGS = {
     "memory": "## Peak memory of a training step",
     "coldstart": "## Cold start",
     "mnist": "## One MNIST epoch",
+    "slices": "## Two cores: where the split training step loses time",
 }
 
 
