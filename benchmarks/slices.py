@@ -75,7 +75,8 @@ def _two_processes(model: str, batch: int, passes: int) -> list[float]:
         for child in children:
             line = child.stdout.readline().strip()
             if line != "ready":
-                raise RuntimeError(f"benchmarks.child slice did not start: {line or child.stderr.read().strip()}")
+                why = line or (child.stderr.read().strip().splitlines() or ["(no stderr)"])[-1]
+                raise RuntimeError(f"benchmarks.child slice {model} did not start: {why}")
         for child in children:
             child.stdin.write("go\n")
             child.stdin.flush()

@@ -16,6 +16,9 @@ On a machine with more than one core there are two ways to share a training step
   costs: starting the jobs, the layers' Python (one thread at a time, under the GIL), adding up the gradients.
   Same machine, interleaved: the CIFAR model C's step (batch 128) took 162-191 ms against 226-248 with
   ``'blas'``, and R's (batch 64) 16.4-18.3 ms against 17.1-21.1.
+  Where the split loses time on a given machine, ``python -m benchmarks --only slices`` measures: one slice
+  alone, two slices at once in two processes (what the cores cost each other) and in two threads (what sharing
+  one interpreter costs), and the split step (the slower slice, the gradient sum, Adam).
 * ``'auto'``, the default: ``'batch'`` when each slice gets at least ``MIN_SLICE_MACS`` multiply-adds of forward
   work (C at 128 on two threads: 1,600 million; R at 64: 84 million; R at 32: 42 million, 9.7 ms a step against
   13.2 on one core), else the whole step on one core, as one slice (S at 32: 3 million a slice, 2.7 ms against

@@ -277,3 +277,21 @@ def test_settled_turns_call_each_contender_once_untimed_and_blas_still_works():
     with timing.threads(timing.cores()):
         timing.settle()
         np.testing.assert_array_equal(a @ a, before)
+
+
+def test_slices_child_that_cannot_start_says_why():
+    from benchmarks import slices
+
+    with pytest.raises(RuntimeError, match="did not start: KeyError: 'Z'"):
+        slices._two_processes("Z", 8, 1)  # no model 'Z': the child fails before it says 'ready'
+
+
+def test_slices_passes_time_each_pass_and_leave_the_weights_alone():
+    from benchmarks import frameworks, slices
+    from benchmarks.specs import MODELS
+
+    runner = frameworks.make_runner("minicnn", MODELS["R"], 4, 1)
+    before = [w.copy() for w in runner.model.get_weights()]
+    times = slices.timed_passes(runner, 0, 2, 3)
+    assert len(times) == 3 and all(t > 0 for t in times)
+    assert all(np.array_equal(a, b) for a, b in zip(before, runner.model.get_weights(), strict=True))
