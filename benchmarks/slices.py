@@ -28,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,42 +56,55 @@ def timed_passes(runner, start: int, end: int, passes: int, layers=None) -> list
 
 def _two_processes(model: str, batch: int, passes: int) -> list[float]:
     """Both slices' passes, each slice in its own ``python -m benchmarks.child slice`` process. Each child builds its
-    model and warms up, says 'ready', and starts its passes when told 'go', so that the two run at once."""
+    model and warms up, says 'ready', and starts its passes when told 'go', so that the two run at once. Their
+    stderr goes to files, which a chatty child cannot fill up and block on, as it could a pipe nobody reads."""
     env = dict(os.environ, **ONE_THREAD)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     half = batch // 2
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.child", "slice", "minicnn", model, *map(str, (batch, s, e, passes))],
-            env=env,
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for s, e in ((0, half), (half, batch))
-    ]
+    children, errors = [], []
     try:
-        for child in children:
+        for s, e in ((0, half), (half, batch)):
+            errors.append(tempfile.TemporaryFile("w+"))
+            args = ["slice", "minicnn", model, batch, s, e, passes]
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.child", *map(str, args)],
+                    env=env,
+                    cwd=REPO,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=errors[-1],
+                    text=True,
+                )
+            )
+        for child, err in zip(children, errors, strict=True):
             line = child.stdout.readline().strip()
             if line != "ready":
-                why = line or (child.stderr.read().strip().splitlines() or ["(no stderr)"])[-1]
-                raise RuntimeError(f"benchmarks.child slice {model} did not start: {why}")
+                if not line:  # its stdout closed: it has ended, and its traceback is in the file
+                    child.wait()
+                raise RuntimeError(f"benchmarks.child slice {model} did not start: {line or _last_line(err)}")
         for child in children:
             child.stdin.write("go\n")
             child.stdin.flush()
         times = []
-        for child in children:
-            out, err = child.communicate(timeout=600)
+        for child, err in zip(children, errors, strict=True):
+            out, _ = child.communicate(timeout=600)
             if child.returncode != 0:
-                raise RuntimeError(f"benchmarks.child slice failed: {(err.strip().splitlines() or ['?'])[-1]}")
+                raise RuntimeError(f"benchmarks.child slice {model} failed: {_last_line(err)}")
             times += json.loads(out.strip().splitlines()[-1])
         return times
     finally:
         for child in children:
             if child.poll() is None:
                 child.kill()
+                child.wait()
+        for err in errors:
+            err.close()
+
+
+def _last_line(f) -> str:
+    f.seek(0)
+    return (f.read().strip().splitlines() or ["(nothing on stderr)"])[-1]
 
 
 def _two_threads(runner, copies, half: int, batch: int, passes: int) -> list[float]:
