@@ -10,7 +10,11 @@ For each layer of S, R and C, at that model's batch size, the same random arrays
   and scaled to the full batch (their time is linear in N), and only where one sample's multiply-adds stay under
   a budget, so a quick run stays quick.
 
-A backward timing reuses one forward's cache, so it measures the backward pass alone. Each layer is timed on 1
+Upstream gradients are random, except for a conv layer that a max pooling follows: it gets the gradient training
+gives it (``pooled_dout``), zero except at each pooling window's winner, and there only where the ReLU passed a
+positive output (about a quarter of it nonzero, which the table's layer label gives), so that the kernels that skip
+dout's zeros (``kernels/sparse.py``) run here as they do in training. A backward timing reuses one forward's cache,
+so it measures the backward pass alone. Each layer is timed on 1
 thread and on all cores (interleaved, medians; see ``timing``). The conv layers at batch 64 (R's, and C's re-run
 at 64) also make the summary asked for in an early issue: conv forward + backward, MNIST- and CIFAR-shaped.
 """
@@ -37,10 +41,24 @@ REFERENCE_BATCH = 1
 ISSUE_BATCH = 64
 
 
-class Case:
-    """One layer at one batch size, with its random input, weights and upstream gradient (NHWC)."""
+def pooled_dout(x, w, b, pad, size: int, rng) -> np.ndarray:
+    """The upstream gradient of a conv + ReLU layer that a ``size`` x ``size`` max pooling follows, as training gives
+    it: a random gradient of the pooled map goes back to each window's winner only (``maxpool2d_backward``), then
+    the ReLU keeps it where the layer's output was positive."""
+    y, _ = cpu.conv2d_forward(x, w, b, (1, 1), pad, activation="relu")
+    y = np.array(y)  # a copy: the engine's buffers are reused by the next call
+    pooled, cache = cpu.maxpool2d_forward(y, (size, size), (size, size), (0, 0, 0, 0))
+    g = rng.standard_normal(pooled.shape, dtype=np.float32)
+    dout = np.array(cpu.maxpool2d_backward(g, cache))
+    dout[y <= 0] = 0
+    return dout
 
-    def __init__(self, model: str, shape, batch: int, seed: int = 0):
+
+class Case:
+    """One layer at one batch size, with its random input, weights and upstream gradient (NHWC); ``pool``: the size
+    of the max pooling that follows the layer, if one does."""
+
+    def __init__(self, model: str, shape, batch: int, seed: int = 0, pool: int = 0):
         rng = np.random.default_rng(seed)
         self.model, self.label, self.batch = model, shape.label, batch
         self.layer, self.pad = shape.layer, shape.pad
@@ -52,6 +70,9 @@ class Case:
             self.w = rng.standard_normal((k, k, C, F), dtype=np.float32) * np.float32(1 / np.sqrt(k * k * C))
             self.b = rng.standard_normal(F, dtype=np.float32)
             self.macs_per_sample = shape.forward_flops_per_sample / 2
+            if pool:
+                self.dout = pooled_dout(self.x, self.w, self.b, self.pad, pool, rng)
+                self.label += f" (dout behind max pool: {np.count_nonzero(self.dout) / self.dout.size:.0%} nonzero)"
         elif self.kind == "dense":
             D, M = shape.in_shape[0], shape.layer.units
             self.w = rng.standard_normal((D, M), dtype=np.float32) * np.float32(1 / np.sqrt(D))
@@ -152,14 +173,22 @@ def cases(batch: int | None = None) -> list[Case]:
     """Every conv, pool and Dense layer of S, R and C at its model's batch (or ``batch``), then C's convs at 64."""
     out = []
     for name, spec in MODELS.items():
-        for shape in walk(spec):
+        shapes = walk(spec)
+        for i, shape in enumerate(shapes):
             if not isinstance(shape.layer, Flatten):
-                out.append(Case(name, shape, batch or spec.batch))
+                out.append(Case(name, shape, batch or spec.batch, pool=_pool_after(shapes, i)))
     issue_batch = batch or ISSUE_BATCH
-    for shape in walk(MODELS["C"]):
+    shapes = walk(MODELS["C"])
+    for i, shape in enumerate(shapes):
         if isinstance(shape.layer, Conv) and issue_batch != (batch or MODELS["C"].batch):
-            out.append(Case("C", shape, issue_batch))
+            out.append(Case("C", shape, issue_batch, pool=_pool_after(shapes, i)))
     return out
+
+
+def _pool_after(shapes, i: int) -> int:
+    """The size of the max pooling right after layer i, or 0."""
+    after = shapes[i + 1].layer if i + 1 < len(shapes) else None
+    return after.size if isinstance(after, Pool) else 0
 
 
 def run(quick: bool = False, with_torch: bool = True, thread_counts=None, log=print) -> dict:

@@ -74,7 +74,9 @@ def kernels_section(k: dict) -> list[str]:
         f"N={s['reference_batch']} and scaled to the batch (it is linear in N), single-threaded, only where one "
         f"sample takes under {s['reference_budget_macs']:.0e} multiply-adds. Ratios: time / PyTorch's time "
         "(above 1 = slower than PyTorch). On more than one thread each timed call starts on settled thread pools "
-        "after one untimed call (see `benchmarks/timing.py`).",
+        "after one untimed call (see `benchmarks/timing.py`). Upstream gradients are random, but a conv layer that "
+        "a max pooling follows gets the one training gives it, zero except at the pooling windows' winners where "
+        "the ReLU passed (its label says how much is nonzero; `benchmarks/kernels.py`).",
         "",
     ]
     if not s.get("with_torch", True):

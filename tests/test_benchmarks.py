@@ -295,3 +295,20 @@ def test_slices_passes_time_each_pass_and_leave_the_weights_alone():
     times = slices.timed_passes(runner, 0, 2, 3)
     assert len(times) == 3 and all(t > 0 for t in times)
     assert all(np.array_equal(a, b) for a, b in zip(before, runner.model.get_weights(), strict=True))
+
+
+def test_pooled_dout_is_the_gradient_that_training_gives_a_conv_layer_behind_a_max_pooling():
+    from benchmarks import kernels
+    from minicnn.kernels import reference
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 7, 7, 3), dtype=np.float32)  # 5x5 outputs: the last row and column see no window
+    w = rng.standard_normal((3, 3, 3, 4), dtype=np.float32)
+    b = rng.standard_normal(4, dtype=np.float32)
+    dout = kernels.pooled_dout(x, w, b, (0, 0, 0, 0), 2, np.random.default_rng(9))
+    y = np.maximum(reference.conv2d_forward(x, w, b)[0], 0)
+    pooled, cache = reference.maxpool2d_forward(y)
+    g = np.random.default_rng(9).standard_normal(pooled.shape, dtype=np.float32)
+    expected = reference.maxpool2d_backward(g, cache) * (y > 0)
+    np.testing.assert_allclose(dout, expected, rtol=1e-6)
+    assert 0 < np.count_nonzero(dout) <= dout.size / 4
