@@ -12,11 +12,11 @@ For each layer of S, R and C, at that model's batch size, the same random arrays
 
 Upstream gradients are random, except for a conv layer that a max pooling follows: it gets the gradient training
 gives it (``pooled_dout``), zero except at each pooling window's winner, and there only where the ReLU passed a
-positive output (about a quarter of it nonzero, which the table's layer label gives), so that the kernels that skip
-dout's zeros (``kernels/sparse.py``) run here as they do in training. A backward timing reuses one forward's cache,
-so it measures the backward pass alone. Each layer is timed on 1
-thread and on all cores (interleaved, medians; see ``timing``). The conv layers at batch 64 (R's, and C's re-run
-at 64) also make the summary asked for in an early issue: conv forward + backward, MNIST- and CIFAR-shaped.
+positive output (17-22% of it nonzero in these layers; the table's layer label gives it), so that the kernels that
+skip dout's zeros (``kernels/sparse.py``) run here as they do in training. A backward timing reuses one forward's
+cache, so it measures the backward pass alone. Each layer is timed on 1 thread and on all cores (interleaved,
+medians; see ``timing``). The conv layers at batch 64 (R's, and C's re-run at 64) also make the summary asked for
+in an early issue: conv forward + backward, MNIST- and CIFAR-shaped.
 """
 
 from __future__ import annotations
