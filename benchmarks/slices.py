@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,10 +34,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 PASS_SECONDS = 0.5  # each contender's share of a round, full run
-
-
-def _median_ms(times) -> float:
-    return 1e3 * statistics.median(times) if times else float("nan")
 
 
 def timed_passes(runner, start: int, end: int, passes: int, layers=None) -> list[float]:
@@ -156,7 +151,7 @@ def run(quick: bool = False, log=print) -> dict:
             step_runner = frameworks.make_runner("minicnn", spec, batch, 1)
             copies = parallel.replicas(passes_runner.model.layers, 2, training=True)
             with timing.threads(1):
-                one = statistics.median(timed_passes(passes_runner, 0, half, 3))  # warm-up, and a pass's length
+                one = timing.median(timed_passes(passes_runner, 0, half, 3))  # warm-up, and a pass's length
             with timing.threads(2):
                 _two_threads(passes_runner, copies, half, batch, 2)  # warm-up: the copies' buffers
             passes = 3 if quick else max(5, min(60, round(PASS_SECONDS / one)))
@@ -170,10 +165,11 @@ def run(quick: bool = False, log=print) -> dict:
                     times["threads"] += _two_threads(passes_runner, copies, half, batch, passes)
                 times["batch"] += _steps(step_runner, 2, passes)
                 times["one_core"] += _steps(step_runner, 1, passes)
-                log(f"slices: {name} round {r + 1}: " + ", ".join(f"{k} {_median_ms(v):.2f}" for k, v in times.items()))
+                so_far = ", ".join(f"{k} {1e3 * timing.median(v):.2f}" for k, v in times.items())
+                log(f"slices: {name} round {r + 1}: {so_far}")
             rows.append(
                 {"model": name, "batch": batch, "slice": half, "passes": passes, "rounds": rounds}
-                | {f"{k}_ms": _median_ms(v) for k, v in times.items()}
+                | {f"{k}_ms": 1e3 * timing.median(v) for k, v in times.items()}
                 | {"times": times}
             )
     finally:
