@@ -26,7 +26,7 @@ import os
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from . import activations as act
 from . import buffers, sparse, winograd
@@ -124,6 +124,55 @@ def im2col(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0), out=None):
     return cols
 
 
+@njit(cache=True, nogil=True)
+def _im2col_taps(x, kh, kw, sh, sw, pt, pl, Ho, Wo, taps):
+    N, H, W, C = x.shape
+    xf, out = x.reshape(-1), taps.reshape(-1)
+    # Flat indices, made unsigned (uint64) where they are used: a signed index gets a check for negative values
+    # (Python's wraparound) at every access, which keeps the compiler from vectorising the copy (2-4x slower here).
+    step = sw * C  # from one output column to the next, in x
+    o = 0  # where the next row of taps starts: tap (p, q), channel c, image n, output row i; Wo numbers
+    for p in range(kh):
+        for q in range(kw):
+            # the output columns j whose input column j*sw + q - pl lies inside the image: [j0, j1)
+            j0 = min(Wo, max(0, -((q - pl) // sw)))
+            j1 = max(j0, min(Wo, (W - 1 - q + pl) // sw + 1))
+            for c in range(C):
+                for n in range(N):
+                    for i in range(Ho):
+                        r = i * sh + p - pt
+                        if r < 0 or r >= H:  # a padding row
+                            for j in range(Wo):
+                                out[uint64(o + j)] = 0
+                        else:
+                            src = ((n * H + r) * W + q - pl) * C + c  # x's index for j = 0 (may be in the padding)
+                            for j in range(j0):
+                                out[uint64(o + j)] = 0
+                            if step == 1:  # one channel at stride 1: a contiguous run
+                                for j in range(j0, j1):
+                                    out[uint64(o + j)] = xf[uint64(src + j)]
+                            else:
+                                for j in range(j0, j1):
+                                    out[uint64(o + j)] = xf[uint64(src + j * step)]
+                            for j in range(j1, Wo):
+                                out[uint64(o + j)] = 0
+                        o += Wo
+
+
+def im2col_taps(x, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0), out=None):
+    """As ``im2col.im2col_taps``, x: (N, H, W, C) -> (kh*kw*C, N*Ho*Wo), the transpose of im2col, compiled.
+    NumPy's kh*kw strided copies held the GIL for most of their time here, and the other slice's thread waited for
+    them: two threads each copying the MNIST model's first layer's taps at batch 32 took 1.5-2.4x one thread's
+    time. This loop nest lets go of it, and ran in 53 against 84 us (32x32x3 images, batch 64: 0.74 against 0.96
+    ms)."""
+    N, H, W, C = x.shape
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    shape = (kh * kw * C, N * Ho * Wo)
+    taps = np.empty(shape, x.dtype) if out is None else out.reshape(shape)
+    _im2col_taps(np.ascontiguousarray(x), kh, kw, stride[0], stride[1], pad[0], pad[2], Ho, Wo, taps)
+    return taps
+
+
 def col2im(cols, x_shape, kh, kw, stride=(1, 1), pad=(0, 0, 0, 0)):
     """cols: (N*Ho*Wo, kh*kw*C) -> dx: x_shape, each row added back onto its patch."""
     N, H, W, C = x_shape
@@ -160,8 +209,8 @@ def _blocks(N: int, rows_per_image: int, row_bytes: int):
 
 # A first layer sees 1 or 3 channels: its patch is only 9 or 27 numbers long, and im2col then copies a few floats
 # at a time (1.4 ms for the 1.5 MB cols of the MNIST model's first layer). Up to SHORT_PATCH numbers per patch the
-# engine builds the transpose instead, one row per kernel tap (im2col.im2col_taps): kh*kw big strided copies
-# (0.2 ms there), which BLAS reads as a transposed matrix at no cost.
+# engine builds the transpose instead, one row per kernel tap (``im2col_taps``, compiled; im2col.im2col_taps in
+# NumPy: kh*kw big strided copies, 0.2 ms there), which BLAS reads as a transposed matrix at no cost.
 SHORT_PATCH = 32
 
 
@@ -172,7 +221,7 @@ def _cols(x, kh, kw, stride, pad):
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     buf = buffers.empty((N * Ho * Wo * kh * kw * C,), x.dtype)
     if kh * kw * C <= SHORT_PATCH:
-        return gemm.im2col_taps(x, kh, kw, stride, pad, out=buf).T
+        return im2col_taps(x, kh, kw, stride, pad, out=buf).T
     return im2col(x, kh, kw, stride, pad, out=buf)
 
 
@@ -304,8 +353,18 @@ def conv2d_backward(dout, cache, need_dx=True):
         if dx_tile:
             dx = winograd.conv3x3(dout, _rotated(w), None, _full_pad(kh, kw, pad), m=dx_tile)
     # db = dout summed over every pixel, written as a GEMV, ones @ dout: NumPy's column sum of a tall matrix with
-    # few columns runs ~10x slower than BLAS does this.
-    return dx, dw, np.ones(len(d2), dtype) @ d2
+    # few columns runs ~10x slower than BLAS does this. np.dot, not @: see ``small_product``.
+    return dx, dw, small_product(np.ones(len(d2), dtype), d2)
+
+
+# NumPy's matmul (``@``) lets other threads run Python during its product only when the product has at least 500
+# outputs (numpy's threshold for releasing the GIL): a deep product with few outputs holds the GIL all the way
+# through. Here that is db (F outputs) and a first layer's dw (9 x 32 in the MNIST model, 0.4 ms at batch 32), and
+# the other slice's thread waits for them (two threads each running (9, 21632) @ (21632, 32): 2.1x one thread's
+# time; 16 rows instead of 9: 1.0x). np.dot releases it whatever the size.
+def small_product(a, b):
+    """a @ b, for products with few outputs and a long sum, without holding the GIL."""
+    return np.dot(a, b)
 
 
 def _conv_dw_dx(x, dout, w, stride, pad, need_dw=True, need_dx=True):
@@ -330,7 +389,7 @@ def _conv_dw_dx(x, dout, w, stride, pad, need_dw=True, need_dx=True):
         d = d2[s * P : e * P]
         cols = _cols(x[s:e], kh, kw, stride, pad) if need_dw else None
         if need_dw:
-            dw += cols.T @ d
+            dw += small_product(cols.T, d)  # (K, F): 288 numbers in a first 3x3 layer of 32 filters
         if need_dx:
             reuse = cols is not None and cols.flags.c_contiguous
             dcols = cols if reuse else buffers.empty((len(d), K), dout.dtype)

@@ -306,7 +306,9 @@ def test_im2col_col2im_match_between_engines(engine, case):
     x = np.random.default_rng(seed).standard_normal((N, H, W, C))
     cols = FAST[engine].im2col(x, kh, kw, stride, pad)
     assert np.array_equal(cols, im2col.im2col(x, kh, kw, stride, pad))
-    assert np.array_equal(im2col.im2col_taps(x, kh, kw, stride, pad), cols.T)
+    assert np.array_equal(FAST[engine].im2col_taps(x, kh, kw, stride, pad), cols.T)
+    out = np.full(cols.size, np.nan)  # written through, padding included
+    assert np.array_equal(FAST[engine].im2col_taps(x, kh, kw, stride, pad, out=out), cols.T)
     # col2im is the adjoint of im2col: <im2col(x), y> == <x, col2im(y)> for any y
     y = np.random.default_rng(seed + 1).standard_normal(cols.shape)
     lhs = np.sum(cols * y)
@@ -478,3 +480,16 @@ def test_maxpool_2x2_backward_writes_every_element_of_a_reused_buffer():
     dout = np.random.default_rng(4).standard_normal(out.shape).astype(np.float32)
     _, ref_cache = reference.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0, 0, 0))
     assert np.array_equal(cpu.maxpool2d_backward(dout, cache), reference.maxpool2d_backward(dout, ref_cache))
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+def test_small_product_is_matmul(dtype):
+    # np.dot in place of @ (it lets other threads run during the product): same numbers, for the shapes the engine
+    # gives it (a ones vector for db; a transposed view of cols for a first layer's dw)
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal((500, 7)).astype(dtype)
+    cols = rng.standard_normal((500, 9)).astype(dtype)
+    taps = np.ascontiguousarray(cols.T)
+    for a in (np.ones(500, dtype), cols.T, taps):
+        got = cpu.small_product(a, d)
+        assert got.dtype == np.dtype(dtype) and np.allclose(got, a @ d, rtol=1e-5 if dtype == "f4" else 1e-12)
