@@ -38,7 +38,6 @@ unless told otherwise).
 
 from __future__ import annotations
 
-import copy
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
@@ -117,7 +116,8 @@ def replicas(layers, k: int, training: bool = False) -> list[list]:
     for _ in range(k):
         twins = []
         for layer in layers:
-            twin = copy.copy(layer)
+            twin = object.__new__(type(layer))  # copy.copy(layer), less its general machinery: 14 against 58 us
+            twin.__dict__.update(layer.__dict__)  # for R's 16 copies a step
             twin.cache, twin.grads = None, {}
             if training and hasattr(layer, "rng") and k > 1:  # one slice draws from the layer's own, as unsplit
                 twin.rng = np.random.default_rng(layer.rng.integers(2**63))
