@@ -38,6 +38,7 @@ unless told otherwise).
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
@@ -176,20 +177,32 @@ def stop_blas_workers() -> None:
 
 def forward_backward(model, x, y, k: int):
     """``model``'s forward and backward pass on k slices of the batch at once; fills each layer's ``grads`` with
-    the whole batch's gradient. Returns (the batch's mean loss, the outputs)."""
+    the whole batch's gradient. Returns (the batch's mean loss, the outputs).
+
+    The last slice to end adds up the gradients, at once: this thread, if another slice ends after its own, would
+    first have to wake up (about 0.2 ms on the development machine, as long as the sum itself for R)."""
     n = len(x)
     copies = replicas(model.layers, k, training=True)
+    running = [k]  # slices not yet ended
+    lock = threading.Lock()
 
     def job(layers, s, e):
         loss, out = model._forward_backward(layers, x[s:e], y[s:e], weight=(e - s) / n)
+        with lock:
+            running[0] -= 1
+            last = running[0] == 0
+        if last:
+            add_up_gradients()
         return loss * (e - s) / n, out
 
+    def add_up_gradients():
+        for i, layer in enumerate(model.layers):
+            for key, g in copies[0][i].grads.items():  # the slices' weighted gradients add up to the batch's
+                for other in copies[1:]:
+                    g += other[i].grads[key]
+                layer.grads[key] = g
+
     results = run(job, [(layers, s, e) for layers, (s, e) in zip(copies, bounds(n, k), strict=True)])
-    for i, layer in enumerate(model.layers):
-        for key, g in copies[0][i].grads.items():  # the slices' weighted gradients add up to the batch's
-            for other in copies[1:]:
-                g += other[i].grads[key]
-            layer.grads[key] = g
     return sum(loss for loss, _ in results), np.concatenate([out for _, out in results])
 
 

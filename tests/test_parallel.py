@@ -1,6 +1,7 @@
 """Data parallelism (minicnn.parallel): a batch cut into slices that threads run at once gives the same step."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -271,3 +272,26 @@ def test_an_error_in_any_slice_reaches_the_caller_after_every_slice_ended():
         parallel.run(job, [(1,), (0,), (2,)])  # the failing job on the calling thread
     assert sorted(ended) == [0, 1, 2]
     assert parallel.run(job, [(0,), (2,)]) == [0, 2]
+
+
+@splits
+@pytest.mark.parametrize("late", [0, 2])
+def test_split_step_adds_up_the_gradients_whichever_slice_ends_last(monkeypatch, late):
+    # the last slice to end adds up the gradients, on its own thread: the calling thread's (late = 0) or another's
+    x, y = data(12, (8, 8, 1))
+    whole = two_steps(conv_model(seed=4), x, y, "blas")
+    model = conv_model(seed=4)
+    real = model._forward_backward
+    slept = []
+
+    def slow_pass(layers, xs, ys, weight=1.0):
+        if np.shares_memory(xs, x[4 * late : 4 * late + 4]):
+            slept.append(late)
+            time.sleep(0.05)
+        return real(layers, xs, ys, weight)
+
+    monkeypatch.setattr(model, "_forward_backward", slow_pass)
+    split = two_steps(model, x, y, "batch")
+    assert slept == [late, late]  # one slow slice in each of the two steps
+    for w_whole, w_split in zip(whole[1], split[1], strict=True):
+        np.testing.assert_allclose(w_split, w_whole, rtol=1e-4, atol=1e-6)
