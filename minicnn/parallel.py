@@ -183,14 +183,15 @@ def forward_backward(model, x, y, k: int):
     first have to wake up (about 0.2 ms on the development machine, as long as the sum itself for R)."""
     n = len(x)
     copies = replicas(model.layers, k, training=True)
-    running = [k]  # slices not yet ended
+    running = k  # slices not yet ended
     lock = threading.Lock()
 
     def job(layers, s, e):
+        nonlocal running
         loss, out = model._forward_backward(layers, x[s:e], y[s:e], weight=(e - s) / n)
         with lock:
-            running[0] -= 1
-            last = running[0] == 0
+            running -= 1
+            last = running == 0
         if last:
             add_up_gradients()
         return loss * (e - s) / n, out
