@@ -268,31 +268,32 @@ class Sequential:
         )
         self.stop_training = False
         cb.on_train_begin({})
-        for epoch in range(initial_epoch, epochs):
-            cb.on_epoch_begin(epoch, {})
-            totals = _Running()
-            for step, (xb, yb) in enumerate(self._train_batches(x, y, batch_size, shuffle, streaming)):
-                cb.on_train_batch_begin(step, {})
-                loss, out = self.train_on_batch(xb, yb)
-                if not math.isfinite(loss):
-                    message = (
-                        f"Epoch {epoch + 1}, batch {step}: the loss became {loss}; training stopped. "
-                        "Lower the learning rate, scale the inputs (e.g. x / 255) or check the labels."
-                    )
-                    warnings.warn(message, RuntimeWarning, stacklevel=2)
-                    self.stop_training = True
-                totals.add(len(yb), loss, self._accuracy(out, yb))
-                cb.on_train_batch_end(step, totals.logs(self.metrics))
+        with parallel.hold_blas():  # BLAS on one thread through every split step (minicnn.parallel)
+            for epoch in range(initial_epoch, epochs):
+                cb.on_epoch_begin(epoch, {})
+                totals = _Running()
+                for step, (xb, yb) in enumerate(self._train_batches(x, y, batch_size, shuffle, streaming)):
+                    cb.on_train_batch_begin(step, {})
+                    loss, out = self.train_on_batch(xb, yb)
+                    if not math.isfinite(loss):
+                        message = (
+                            f"Epoch {epoch + 1}, batch {step}: the loss became {loss}; training stopped. "
+                            "Lower the learning rate, scale the inputs (e.g. x / 255) or check the labels."
+                        )
+                        warnings.warn(message, RuntimeWarning, stacklevel=2)
+                        self.stop_training = True
+                    totals.add(len(yb), loss, self._accuracy(out, yb))
+                    cb.on_train_batch_end(step, totals.logs(self.metrics))
+                    if self.stop_training:
+                        break
+                logs = totals.logs(self.metrics)
+                if validation_data is not None:
+                    val = self.evaluate(*_as_pair(validation_data), batch_size=batch_size, verbose=0, return_dict=True)
+                    logs.update({f"val_{k}": v for k, v in val.items()})
+                logs["learning_rate"] = float(self.optimizer.learning_rate)
+                cb.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break
-            logs = totals.logs(self.metrics)
-            if validation_data is not None:
-                val = self.evaluate(*_as_pair(validation_data), batch_size=batch_size, verbose=0, return_dict=True)
-                logs.update({f"val_{k}": v for k, v in val.items()})
-            logs["learning_rate"] = float(self.optimizer.learning_rate)
-            cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
         cb.on_train_end({})
         self.history = history
         return history
@@ -339,10 +340,11 @@ class Sequential:
         else:
             x, y = self._check_xy(x, y, "evaluate")
             batches = self._train_batches(x, y, batch_size, shuffle=False, streaming=False)
-        for xb, yb in batches:
-            out, logits = self._predict_batch(xb, keep_logits=self._fused())
-            loss, _ = self.loss.forward(out, yb) if logits is None else self.loss.forward_from_logits(logits, yb)
-            totals.add(len(yb), float(loss), self._accuracy(out, yb))
+        with parallel.hold_blas():
+            for xb, yb in batches:
+                out, logits = self._predict_batch(xb, keep_logits=self._fused())
+                loss, _ = self.loss.forward(out, yb) if logits is None else self.loss.forward_from_logits(logits, yb)
+                totals.add(len(yb), float(loss), self._accuracy(out, yb))
         logs = totals.logs(self.metrics)
         if verbose and verbose != "auto":
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
@@ -362,7 +364,10 @@ class Sequential:
         else:
             x = self._check_x(x, "predict")
             chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
-        outs = [self.backend.to_numpy(self._predict_batch(self.backend.asarray(xb, np.float32))[0]) for xb in chunks]
+        with parallel.hold_blas():
+            outs = [
+                self.backend.to_numpy(self._predict_batch(self.backend.asarray(xb, np.float32))[0]) for xb in chunks
+            ]
         if not outs:
             return np.zeros((0, *self.output_shape), np.float32)
         return np.concatenate([np.asarray(o, np.float32) for o in outs])

@@ -190,6 +190,45 @@ def test_run_stops_openblas_spinning_workers_before_the_jobs():
     np.testing.assert_array_equal(b, np.full((256, 256), 256, np.float32))
 
 
+def _blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+
+
+@splits
+def test_a_loop_holds_blas_on_one_thread_and_puts_it_back_at_its_end():
+    from threadpoolctl import threadpool_limits
+
+    x, y = data(24, (8, 8, 1))
+    minicnn.set_parallel("batch")
+    model = conv_model(seed=2)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    seen = []
+
+    class Watch(minicnn.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(_blas_threads())  # between two split steps of fit
+            if fail and batch == 1:
+                raise KeyboardInterrupt
+
+    with threadpool_limits(limits=2):
+        before = _blas_threads()
+        if before < 2:
+            pytest.skip("BLAS runs on one thread here (one core, or OPENBLAS_NUM_THREADS=1)")
+        fail = False
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[Watch()], validation_data=(x, y))
+        assert seen == [1] * 6 and _blas_threads() == before  # held through fit and its validation, then put back
+        model.train_on_batch(x, y)
+        model.predict(x, batch_size=8)
+        model.evaluate(x, y, batch_size=8, verbose=0)
+        assert _blas_threads() == before  # a lone step puts it back itself; predict and evaluate at their end
+        fail = True
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(x, y, batch_size=8, verbose=0, callbacks=[Watch()])
+        assert _blas_threads() == before and parallel._held is None and parallel._holds == 0
+
+
 @splits
 def test_random_layers_split_with_a_generator_per_slice_and_stay_reproducible(monkeypatch):
     x, y = data(12, (8, 8, 1))
