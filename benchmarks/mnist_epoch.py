@@ -6,8 +6,10 @@ batches at a time (minicnn, PyTorch, then PyTorch, minicnn, ...), so whatever el
 alike; before each turn ``timing.settle()`` sends the other's thread pools to sleep (see ``timing``: taking turns
 batch by batch, each framework ran next to the other's spinning threads). Each timed step includes gathering its
 batch from that framework's copy of the data (NHWC float32 for minicnn, an NCHW tensor for PyTorch) and a full
-``train_on_batch`` / optimizer step; shuffling and progress bars are left out of both. Samples/s = training
-samples / summed step seconds. Accuracy: argmax of each model on the 10,000 test images.
+``train_on_batch`` / optimizer step; shuffling and progress bars are left out of both. minicnn's turns run as
+``fit`` runs its batches, inside ``minicnn.parallel.hold_blas()`` (BLAS on one thread from the turn's first split
+step to its end). Samples/s = training samples / summed step seconds. Accuracy: argmax of each model on the
+10,000 test images.
 
 The data: ``minicnn.datasets.load_mnist()`` (it looks in ``$MINICNN_DATA_DIR/mnist``), else the four IDX ``.gz``
 files read directly from that folder. A quick run uses the first 128 training and 500 test images.
@@ -15,6 +17,7 @@ files read directly from that folder. A quick run uses the first 128 training an
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import time
@@ -100,6 +103,8 @@ def run(quick: bool = False, log=print) -> dict:
         return {"skipped": f"MNIST not available: {e}"}
     if quick:
         (x_train, y_train), (x_test, y_test) = (x_train[:128], y_train[:128]), (x_test[:500], y_test[:500])
+    from minicnn import parallel
+
     x = (x_train.astype(np.float32) / 255)[..., None]
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     y = y_train.astype(np.int64)
@@ -125,6 +130,7 @@ def run(quick: bool = False, log=print) -> dict:
         loss.backward()
         optimizer.step()
 
+    turns = {"minicnn": parallel.hold_blas, "torch": contextlib.nullcontext}
     efficiency_before = timing.parallel_efficiency()
     order = np.random.default_rng(0).permutation(len(x))
     seconds = {"minicnn": 0.0, "torch": 0.0}
@@ -134,10 +140,11 @@ def run(quick: bool = False, log=print) -> dict:
         for k, first in enumerate(range(0, len(batches), TURN)):
             for name in ("minicnn", "torch") if k % 2 == 0 else ("torch", "minicnn"):
                 timing.settle()
-                for idx in batches[first : first + TURN]:
-                    t0 = time.perf_counter()
-                    steps[name](idx)
-                    seconds[name] += time.perf_counter() - t0
+                with turns[name]():
+                    for idx in batches[first : first + TURN]:
+                        t0 = time.perf_counter()
+                        steps[name](idx)
+                        seconds[name] += time.perf_counter() - t0
     efficiency_after = timing.parallel_efficiency()
 
     x_eval = (x_test.astype(np.float32) / 255)[..., None]
