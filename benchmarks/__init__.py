@@ -22,7 +22,9 @@ end to end in seconds, and its figures are not benchmarks.
 If ``OPENBLAS_CORETYPE`` or ``OPENBLAS_L2_SIZE`` is set, NumPy's BLAS may be pinned to a slower kernel than the
 CPU supports, which would handicap minicnn and NumPy but not PyTorch (it brings MKL). The run then restarts
 itself in a subprocess without them, and the report says so (``--keep-blas-env`` keeps them instead); the BLAS
-kernel in use is always recorded, as threadpoolctl reports it.
+kernel in use is always recorded, as threadpoolctl reports it. The run also shortens how long OpenBLAS's idle
+workers spin before they sleep (``OPENBLAS_THREAD_TIMEOUT=22``: about 2 ms, not 0.1 s), so that between turns they
+are waited out rather than stopped (``timing``, settled turns); the report's BLAS line says which.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import time
 from pathlib import Path
 
 SECTIONS = ("kernels", "models", "memory", "coldstart", "mnist", "slices")
+BLAS_SPIN = "22"  # OPENBLAS_THREAD_TIMEOUT for a run: idle OpenBLAS workers spin 2^22 cycles (~2 ms), not 2^28
 
 
 def parse_args(argv=None, prog: str = "python -m benchmarks") -> argparse.Namespace:
@@ -82,6 +85,19 @@ def _restart_without_blas_env(argv: list[str]) -> int:
     return subprocess.call([sys.executable, "-m", "benchmarks", *argv, "--keep-blas-env"], env=env)
 
 
+def _shorten_blas_spin() -> bool:
+    """Set ``OPENBLAS_THREAD_TIMEOUT`` to ``BLAS_SPIN`` for this process and its children (unless it is set), if
+    NumPy has not loaded OpenBLAS yet, which reads it then (``timing.settle`` says why). Returns whether OpenBLAS
+    runs with a spin short enough for ``settle`` to wait out. Under ``minicnn bench`` and in-process tests NumPy
+    is loaded already, with whatever spin the variable said then: ``settle`` stops the workers instead."""
+    if "numpy" in sys.modules:
+        return False
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", BLAS_SPIN)
+    from .timing import short_blas_spin
+
+    return short_blas_spin()
+
+
 def main(argv=None, prog: str = "python -m benchmarks") -> int:
     """Run the chosen sections and write the report; returns 0, or 1 if a section failed (the report says why).
 
@@ -90,12 +106,15 @@ def main(argv=None, prog: str = "python -m benchmarks") -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
+    waits_out_blas = _shorten_blas_spin()
     from .timing import BLAS_ENV
 
     if not args.keep_blas_env and any(k in os.environ for k in BLAS_ENV):
         return _restart_without_blas_env(argv)
 
     from . import frameworks, kernels, memory, mnist_epoch, models, report, slices, timing
+
+    timing.stop_blas_in_settle = not waits_out_blas
 
     def log(message):
         print(message, file=sys.stderr, flush=True)

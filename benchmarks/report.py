@@ -42,6 +42,10 @@ def machine_section(r: dict) -> list[str]:
     env = ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in m["blas_env"].items())
     if m["blas_env_unset_by_harness"]:
         env += f" (the calling environment had {m['blas_env_unset_by_harness']}; unset for this run)"
+    if "blas_spin" in m:  # recorded since the harness shortens OpenBLAS's spin
+        env += f", OPENBLAS_THREAD_TIMEOUT={m['blas_spin'] or 'unset (28)'}: " + (
+            "settled turns stop OpenBLAS's workers" if m["settle_stops_blas"] else "settled turns wait its workers out"
+        )
     lines = [
         "## Machine and libraries",
         "",

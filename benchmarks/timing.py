@@ -11,12 +11,18 @@
   machine; two-thread figures drop when another guest is busy, so each two-thread block is measured next to a
   ``parallel_efficiency`` probe: a fixed NumPy matmul timed on 1 and 2 threads, ``t1 / (2 t2)``, 1.0 = perfect.
 * **Settled turns (more than one thread).** A thread pool keeps its workers spinning for a while after each
-  parallel call: OpenBLAS's (NumPy's BLAS: minicnn and the naive engine) for about 0.11 s, PyTorch's OpenMP threads
-  for about 10 ms (measured as process CPU time during a sleep after a call). Taking turns straight away, the
-  next contender would share its cores with the last one's spinning threads: in two runs PyTorch trained R on
-  2 threads at 1,150 and 1,890 samples/s taking turns straight away, at 2,260 and 2,920 with a 0.15 s pause
-  between turns. So before each timed call ``settle()`` sends every pool to sleep and the contender makes one
-  untimed call to wake its own, as they are in a training loop that runs alone.
+  parallel call: OpenBLAS's (NumPy's BLAS: minicnn and the naive engine) for 2^28 clock cycles by default (about
+  0.11 s), PyTorch's OpenMP threads for about 10 ms (measured as process CPU time during a sleep after a call).
+  Taking turns straight away, the next contender would share its cores with the last one's spinning threads: in
+  two runs PyTorch trained R on 2 threads at 1,150 and 1,890 samples/s taking turns straight away, at 2,260 and
+  2,920 with a 0.15 s pause between turns. So before each timed call ``settle()`` waits until every pool sleeps,
+  and the contender makes one untimed call to wake its own, as they are in a training loop that runs alone.
+  ``python -m benchmarks`` shortens OpenBLAS's spin for its run to 2^22 cycles (``OPENBLAS_THREAD_TIMEOUT=22``,
+  about 2 ms; read when NumPy loads OpenBLAS, so set before that), and ``settle()``'s 20 ms pause covers it. Where
+  the spin is the default, ``settle()`` stops OpenBLAS's workers instead, and the next call starts new ones. That
+  is what the harness did before, and on a 2-core Xeon VM a new worker could start on its caller's core and stay
+  there for up to a scheduler tick: the timed call after the untimed one took 4-8 ms instead of 0.1-0.5 (a
+  (21632, 9) @ (9, 16) product, median of 15: 4.15 against 0.12 ms; S's first convolution: 7.9 against 0.45).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
+from . import BLAS_SPIN
 
 try:
     import torch
@@ -90,17 +98,30 @@ def interleaved(
 
 
 OPENMP_SPIN_SECONDS = 0.02  # PyTorch's OpenMP workers go to sleep about 10 ms after their last parallel region
+stop_blas_in_settle = True  # main() sets it False when OpenBLAS was loaded with the short spin
+
+
+def short_blas_spin() -> bool:
+    """Whether ``OPENBLAS_THREAD_TIMEOUT`` asks for at most ``BLAS_SPIN`` (OpenBLAS reads 0 or unset as its
+    default, 28, and raises anything below 4 to 4)."""
+    try:
+        value = int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "0"))
+    except ValueError:
+        return False
+    return 0 < value <= int(BLAS_SPIN)
 
 
 def settle() -> None:
     """Send this process's thread pools to sleep, so that whoever runs next has the cores to itself.
 
-    OpenBLAS is told to stop its workers (``minicnn.parallel.stop_blas_workers``; its next multi-threaded call
-    starts them again); OpenMP's workers, which cannot be told, are waited out.
+    OpenMP's workers, which cannot be told, are waited out; so are OpenBLAS's, when their spin is short (see the
+    module's text). Otherwise OpenBLAS is told to stop its workers (``minicnn.parallel.stop_blas_workers``; its
+    next multi-threaded call starts them again).
     """
-    from minicnn.parallel import stop_blas_workers
+    if stop_blas_in_settle:
+        from minicnn.parallel import stop_blas_workers
 
-    stop_blas_workers()
+        stop_blas_workers()
     time.sleep(OPENMP_SPIN_SECONDS)
 
 
@@ -158,7 +179,7 @@ def parallel_efficiency(n: int = 384, repeats: int = 7) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- the machine
-BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # pin a BLAS kernel: see benchmarks/__init__.py
 
 
 def cpu_model() -> str:
@@ -201,6 +222,8 @@ def machine() -> dict:
         "blas": blas_info(),
         "blas_env": {k: os.environ.get(k) for k in BLAS_ENV},
         "blas_env_unset_by_harness": os.environ.get("MINICNN_BENCH_UNSET", ""),
+        "blas_spin": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+        "settle_stops_blas": stop_blas_in_settle,
         "load_average_start": os.getloadavg(),
         "versions": versions(),
     }

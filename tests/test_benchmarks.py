@@ -312,3 +312,60 @@ def test_pooled_dout_is_the_gradient_that_training_gives_a_conv_layer_behind_a_m
     expected = reference.maxpool2d_backward(g, cache) * (y > 0)
     np.testing.assert_allclose(dout, expected, rtol=1e-6)
     assert 0 < np.count_nonzero(dout) <= dout.size / 4
+
+
+@pytest.mark.parametrize(
+    "value, short", [(None, False), ("0", False), ("3", True), ("22", True), ("23", False), ("28", False), ("x", False)]
+)
+def test_short_blas_spin_reads_the_variable_as_openblas_does(monkeypatch, value, short):
+    from benchmarks import timing
+
+    if value is None:
+        monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", value)
+    assert timing.short_blas_spin() is short
+
+
+def test_settle_stops_openblas_workers_only_when_it_cannot_wait_them_out(monkeypatch):
+    from benchmarks import timing
+    from minicnn import parallel
+
+    stops = []
+    monkeypatch.setattr(parallel, "stop_blas_workers", lambda: stops.append(1))
+    monkeypatch.setattr(timing, "OPENMP_SPIN_SECONDS", 0.0)
+    monkeypatch.setattr(timing, "stop_blas_in_settle", True)
+    timing.settle()
+    assert stops == [1]
+    monkeypatch.setattr(timing, "stop_blas_in_settle", False)
+    timing.settle()
+    assert stops == [1]
+
+
+def test_a_benchmark_process_shortens_openblas_spin_before_numpy_loads_it():
+    """In a fresh process, as ``python -m benchmarks`` starts: the variable is set before NumPy loads OpenBLAS,
+    which then spins ~2 ms after a product instead of ~0.1 s (CPU time burnt during a sleep that follows one)."""
+    import subprocess
+
+    code = (
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "import benchmarks\n"
+        "waits = benchmarks._shorten_blas_spin()\n"
+        "import numpy as np\n"
+        "from threadpoolctl import threadpool_info, threadpool_limits\n"
+        "openblas = any(i['internal_api'] == 'openblas' for i in threadpool_info())\n"
+        "a = np.ones((512, 512), np.float32)\n"
+        "burnt = []\n"
+        "with threadpool_limits(2):\n"
+        "    for _ in range(3):\n"
+        "        a @ a\n"
+        "        c = time.process_time(); time.sleep(0.15); burnt.append(time.process_time() - c)\n"
+        "print(waits, os.environ['OPENBLAS_THREAD_TIMEOUT'], openblas, min(burnt))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    waits, value, openblas, burnt = out.stdout.split()
+    assert (waits, value) == ("True", "22")
+    if openblas == "True" and (os.cpu_count() or 1) > 1:
+        assert float(burnt) < 0.05, f"OpenBLAS's workers still spun {burnt} s of a 0.15 s sleep"
