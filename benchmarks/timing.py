@@ -16,7 +16,8 @@
   Taking turns straight away, the next contender would share its cores with the last one's spinning threads: in
   two runs PyTorch trained R on 2 threads at 1,150 and 1,890 samples/s taking turns straight away, at 2,260 and
   2,920 with a 0.15 s pause between turns. So before each timed call ``settle()`` waits until every pool sleeps,
-  and the contender makes one untimed call to wake its own, as they are in a training loop that runs alone.
+  and the contender makes untimed calls for 10 ms (``wake()``) to wake its own, as they are in a training loop
+  that runs alone.
   ``python -m benchmarks`` shortens OpenBLAS's spin for its run to 2^22 cycles (``OPENBLAS_THREAD_TIMEOUT=22``,
   about 2 ms; read when NumPy loads OpenBLAS, so set before that), and ``settle()``'s 20 ms pause covers it. Where
   the spin is the default, ``settle()`` stops OpenBLAS's workers instead, and the next call starts new ones. That
@@ -76,7 +77,7 @@ def interleaved(
     contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, settled: bool = False
 ) -> dict[str, list]:
     """Time each callable ``repeats`` times, in rotating turns, after ``warmup`` untimed calls each.
-    ``settled``: before each timed call, ``settle()`` and one untimed call (for runs on more than one thread).
+    ``settled``: before each timed call, ``settle()``, then ``wake()`` (for runs on more than one thread).
 
     Returns ``{name: [seconds, ...]}``.
     """
@@ -90,7 +91,7 @@ def interleaved(
             name = names[(r + k) % len(names)]
             if settled:
                 settle()
-                contenders[name]()
+                wake(contenders[name])
             t0 = time.perf_counter()
             contenders[name]()
             times[name].append(time.perf_counter() - t0)
@@ -123,6 +124,23 @@ def settle() -> None:
 
         stop_blas_workers()
     time.sleep(OPENMP_SPIN_SECONDS)
+
+
+WAKE_SECONDS = 0.01  # untimed calls after settle(): two and a half scheduler ticks at 250 Hz
+
+
+def wake(call: Callable[[], object]) -> None:
+    """Untimed calls of ``call`` after ``settle()``, for at least ``WAKE_SECONDS``, to wake its thread pools.
+
+    One call wakes a pool, but on the 2-core Xeon VM the kernel could put a woken worker (OpenBLAS's or PyTorch's
+    OpenMP one) on its caller's core, where the two took turns until the scheduler moved it, a tick or two later:
+    after one untimed call, the timed call of a (21632, 9) @ (9, 16) product took 2.09 ms instead of 0.09 (median
+    of 15; S's first convolution 2.04 against 0.4). In a training loop that runs alone the pools stay awake, each
+    worker on its own core."""
+    end = time.perf_counter() + WAKE_SECONDS
+    call()
+    while time.perf_counter() < end:
+        call()
 
 
 def median(values) -> float:

@@ -263,9 +263,10 @@ def test_gpu_check_smoke_under_the_simulator(tmp_path):
     assert f"{n}/{n} within tolerance" in done.stdout
 
 
-def test_settled_turns_call_each_contender_once_untimed_and_blas_still_works():
+def test_settled_turns_call_each_contender_untimed_first_and_blas_still_works(monkeypatch):
     from benchmarks import timing
 
+    monkeypatch.setattr(timing, "WAKE_SECONDS", 0.0)  # wake() then makes a single call
     calls = []
     times = timing.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, 1, True)
     # warm-up a, b; then each timed call follows an untimed one of the same contender
@@ -277,6 +278,19 @@ def test_settled_turns_call_each_contender_once_untimed_and_blas_still_works():
     with timing.threads(timing.cores()):
         timing.settle()
         np.testing.assert_array_equal(a @ a, before)
+
+
+def test_wake_calls_until_its_time_is_up(monkeypatch):
+    import time
+
+    from benchmarks import timing
+
+    monkeypatch.setattr(timing, "WAKE_SECONDS", 0.03)
+    starts = []
+    t0 = time.perf_counter()
+    timing.wake(lambda: (starts.append(time.perf_counter()), time.sleep(0.005)))
+    assert time.perf_counter() - t0 >= 0.03
+    assert len(starts) >= 2 and starts[-1] - t0 < 0.03  # no call starts after its time is up
 
 
 def test_slices_child_that_cannot_start_says_why():
