@@ -78,7 +78,7 @@ def kernels_section(k: dict) -> list[str]:
         f"N={s['reference_batch']} and scaled to the batch (it is linear in N), single-threaded, only where one "
         f"sample takes under {s['reference_budget_macs']:.0e} multiply-adds. Ratios: time / PyTorch's time "
         "(above 1 = slower than PyTorch). On more than one thread each timed call starts on settled thread pools "
-        "after 10 ms of untimed calls (see `benchmarks/timing.py`). Upstream gradients are random, but a conv layer "
+        "after 30 ms of untimed calls (see `benchmarks/timing.py`). Upstream gradients are random, but a conv layer "
         "that a max pooling follows gets the one training gives it, zero except at the pooling windows' winners where "
         "the ReLU passed (its label says how much is nonzero; `benchmarks/kernels.py`).",
         "",
@@ -191,7 +191,7 @@ def models_section(m: dict, peak: dict) -> list[str]:
         "the run; '% peak, interleaved' against the same matmul timed in turn with these training steps (the "
         "'GEMM interleaved' column; see `benchmarks/models.py`). Ratios: samples/s / "
         "PyTorch's (below 1 = slower than PyTorch). PyTorch: the faster of NCHW and channels-last, per column. "
-        "On more than one thread each timed call starts on settled thread pools after 10 ms of untimed calls (see "
+        "On more than one thread each timed call starts on settled thread pools after 30 ms of untimed calls (see "
         "`benchmarks/timing.py`).",
         "",
     ]

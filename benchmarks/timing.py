@@ -16,7 +16,7 @@
   Taking turns straight away, the next contender would share its cores with the last one's spinning threads: in
   two runs PyTorch trained R on 2 threads at 1,150 and 1,890 samples/s taking turns straight away, at 2,260 and
   2,920 with a 0.15 s pause between turns. So before each timed call ``settle()`` waits until every pool sleeps,
-  and the contender makes untimed calls for 10 ms (``wake()``) to wake its own, as they are in a training loop
+  and the contender makes untimed calls for 30 ms (``wake()``) to wake its own, as they are in a training loop
   that runs alone.
   ``python -m benchmarks`` shortens OpenBLAS's spin for its run to 2^22 cycles (``OPENBLAS_THREAD_TIMEOUT=22``,
   about 2 ms; read when NumPy loads OpenBLAS, so set before that), and ``settle()``'s 20 ms pause covers it. Where
@@ -126,17 +126,20 @@ def settle() -> None:
     time.sleep(OPENMP_SPIN_SECONDS)
 
 
-WAKE_SECONDS = 0.01  # untimed calls after settle(): two and a half scheduler ticks at 250 Hz
+WAKE_SECONDS = 0.03  # untimed calls after settle() (see wake)
 
 
 def wake(call: Callable[[], object]) -> None:
-    """Untimed calls of ``call`` after ``settle()``, for at least ``WAKE_SECONDS``, to wake its thread pools.
+    """Untimed calls of ``call`` after ``settle()``, for at least ``WAKE_SECONDS``, so that the timed call finds
+    the contender as a training loop that runs alone keeps it.
 
     One call wakes a pool, but on the 2-core Xeon VM the kernel could put a woken worker (OpenBLAS's or PyTorch's
     OpenMP one) on its caller's core, where the two took turns until the scheduler moved it, a tick or two later:
     after one untimed call, the timed call of a (21632, 9) @ (9, 16) product took 2.09 ms instead of 0.09 (median
-    of 15; S's first convolution 2.04 against 0.4). In a training loop that runs alone the pools stay awake, each
-    worker on its own core."""
+    of 15; S's first convolution 2.04 against 0.4). And after the pause a whole step takes a few calls to come
+    back to speed: R's training steps on two threads, the first to the eighth after settle() (medians of 15
+    rounds), minicnn 10.8, 9.6, 8.95, then 8.65-8.9 ms; PyTorch 17.4, 16.4, 16.0, then 15.6-15.9. 30 ms is three
+    or four such steps of minicnn's and two of PyTorch's; a longer call is made once."""
     end = time.perf_counter() + WAKE_SECONDS
     call()
     while time.perf_counter() < end:

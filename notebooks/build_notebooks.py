@@ -1661,7 +1661,9 @@ def lesson_07() -> list[dict]:
            after each parallel call, in case more work comes: OpenBLAS's (NumPy's BLAS) for about a tenth of a
            second, PyTorch's for about 10 ms. Taking turns on several threads, each contender would share its cores
            with the previous one's spinning threads (PyTorch trained half as fast right after minicnn's turns in one
-           run on 2 cores). `timing.settle()` sends the pools to sleep, and one untimed call wakes the contender's own.
+           run on 2 cores). `timing.settle()` sends the pools to sleep, and untimed calls for 30 ms
+           (`timing.wake()`) wake the contender's own: on one machine a woken worker shared its caller's core for a
+           scheduler tick or two, and a single untimed call left the timed one 20x slower.
         5. **Keep the machine quiet.** Programs competing for the cores, or two thread pools of one program
            competing with each other (Numba's and the BLAS library's, say), can scramble a ranking entirely. If the
            numbers below look odd, close other programs and run the cells again.
