@@ -135,8 +135,8 @@ def wake(call: Callable[[], object]) -> None:
 
     One call wakes a pool, but on the 2-core Xeon VM the kernel could put a woken worker (OpenBLAS's or PyTorch's
     OpenMP one) on its caller's core, where the two took turns until the scheduler moved it, a tick or two later:
-    after one untimed call, the timed call of a (21632, 9) @ (9, 16) product took 2.09 ms instead of 0.09 (median
-    of 15; S's first convolution 2.04 against 0.4). And after the pause a whole step takes a few calls to come
+    after one untimed call, the timed call of a (21632, 9) @ (9, 16) product took 2.09 ms instead of 0.1 (median
+    of 15; S's first convolution 2.04 against 0.33). And after the pause a whole step takes a few calls to come
     back to speed: R's training steps on two threads, the first to the eighth after settle() (medians of 15
     rounds), minicnn 10.8, 9.6, 8.95, then 8.65-8.9 ms; PyTorch 17.4, 16.4, 16.0, then 15.6-15.9. 30 ms is three
     or four such steps of minicnn's and two of PyTorch's; a longer call is made once."""
