@@ -23,7 +23,7 @@
   the spin is the default, ``settle()`` stops OpenBLAS's workers instead, and the next call starts new ones. That
   is what the harness did before, and on a 2-core Xeon VM a new worker could start on its caller's core and stay
   there for up to a scheduler tick: the timed call after the untimed one took 4-8 ms instead of 0.1-0.5 (a
-  (21632, 9) @ (9, 16) product, median of 15: 4.15 against 0.12 ms; S's first convolution: 7.9 against 0.45).
+  (21632, 9) @ (9, 16) product, median of 15: 4.15 against 0.12 ms; S's first convolution: 7.9 against 0.37).
 """
 
 from __future__ import annotations
