@@ -58,7 +58,7 @@ import numba
 import numpy as np
 
 MODES = ("auto", "blas", "batch")
-MIN_SLICE_MACS = 25_000_000  # forward multiply-adds per slice, below which 'auto' runs the step whole (step_slices)
+MIN_SLICE_MACS = 25_000_000  # forward multiply-adds per slice, below which 'auto' runs the step on one core
 TRIAL_PASSES = 3  # timed passes each way when 'auto' weighs one core against BLAS's threads (step_slices)
 
 _mode = "auto"
