@@ -136,9 +136,8 @@ def step_slices(model, x, y) -> int:
 
 def weigh_one_core(model, x, y) -> int:
     """1 or 0: which way ran ``model``'s forward and backward pass on (x, y) faster, one core (BLAS on one thread,
-    as ``run`` runs a single slice) or this thread with BLAS as it is (after ``unhold_blas``, as the step would
-    run). The median of ``TRIAL_PASSES`` timed passes each, the two in turn, each after an untimed pass the same
-    way (which wakes that way's threads, as a loop of steps keeps them); on a tie, one core.
+    as ``run`` runs a single slice) or this thread with BLAS on ``threads()`` threads. The median of
+    ``TRIAL_PASSES`` timed passes each, the two in turn, after one untimed pass each; on a tie, one core.
 
     Which is faster depends on the machine: S's step (batch 32, two threads) took 8.0 ms with BLAS's threads
     against 2.7 on one core on the 2-core AMD EPYC VM, and 1.40 against 1.56-1.72 on the 2-core Xeon VM (where
@@ -149,21 +148,20 @@ def weigh_one_core(model, x, y) -> int:
     for twin in layers:
         if hasattr(twin, "rng"):
             twin.rng = copy.deepcopy(twin.rng)
-    unhold_blas()
     seconds = {1: [], 0: []}
-    for i in range(TRIAL_PASSES):
+    for i in range(TRIAL_PASSES + 1):
         for k in (1, 0) if i % 2 == 0 else (0, 1):
-            seconds[k].append(_timed_pass(model, layers, x, y, k))
+            t = _timed_pass(model, layers, x, y, k)
+            if i:  # the first round is the warm-up
+                seconds[k].append(t)
     return 0 if statistics.median(seconds[0]) < statistics.median(seconds[1]) else 1
 
 
 def _timed_pass(model, layers, x, y, k: int) -> float:
-    """Seconds of a forward and backward pass through ``layers`` after an untimed one: on one core (k = 1) or on
-    BLAS's threads (k = 0)."""
-    with _blas_controller().limit(limits=1) if k else contextlib.nullcontext():
+    """Seconds of one forward and backward pass through ``layers``: on one core (k = 1) or on BLAS's threads."""
+    with _blas_controller().limit(limits=1 if k else threads()):
         if k:
             stop_blas_workers()
-        model._forward_backward(layers, x, y)
         t0 = time.perf_counter()
         model._forward_backward(layers, x, y)
         return time.perf_counter() - t0

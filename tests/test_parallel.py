@@ -181,7 +181,7 @@ def test_auto_weighs_one_core_against_blas_threads_once_per_batch_size(monkeypat
     whole = two_steps(conv_model(), x, y, "blas")
     model = conv_model()
     weighed = two_steps(model, x, y, "auto")
-    turns = [k for i in range(parallel.TRIAL_PASSES) for k in ((1, 0) if i % 2 == 0 else (0, 1))]
+    turns = [k for i in range(parallel.TRIAL_PASSES + 1) for k in ((1, 0) if i % 2 == 0 else (0, 1))]
     assert timed == [(10, k) for k in turns]  # once, on the first step, both ways in turn
     assert calls["train"] == 2 * winner  # one core: a single slice through run(); BLAS's threads: no slices
     model.train_on_batch(x[:7], y[:7])  # another batch size is weighed anew
