@@ -182,11 +182,10 @@ class Sequential:
         """One gradient step on a batch already on the device. Returns (loss, output probabilities).
 
         On several cores the batch may be cut into slices that threads run at once (``minicnn.parallel``)."""
-        k = parallel.step_slices(self, x, y)
+        k = parallel.slices(self, len(x))
         if k:
             loss, out = parallel.forward_backward(self, x, y, k)
         else:
-            parallel.unhold_blas()  # this step is BLAS's to split, even inside a loop that held it on one thread
             loss, out = self._forward_backward(self.layers, x, y)
         self.optimizer.apply_gradients(self._trainable_items())
         return float(loss), out

@@ -22,10 +22,7 @@ On a machine with more than one core there are two ways to share a training step
 * ``'auto'``, the default: ``'batch'`` when each slice gets at least ``MIN_SLICE_MACS`` multiply-adds of forward
   work (C at 128 on two threads: 1,600 million; R at 64: 84 million; R at 32: 42 million, 9.7 ms a step against
   13.2 on one core), else the whole step on one core, as one slice (S at 32: 3 million a slice, 2.7 ms against
-  3.5 split; R at 16: 21 million, 7.2 against 7.8). A training step too small to split runs whichever way of
-  one core and ``'blas'`` was faster in a trial at the first step of its batch size (``step_slices``): one core
-  on the 2-core AMD EPYC VM (S at 32: 2.7 against 8.0 ms), BLAS's threads on the 2-core Xeon VM (1.40 against
-  1.56-1.72). Inference keeps the rule.
+  3.5 split; R at 16: 21 million, 7.2 against 7.8).
 
 One trap on the way: after a multi-threaded product OpenBLAS's idle workers spin for about 0.1 s before they
 sleep, and on two cores the spinning worker takes a core's share from one of the jobs (R's step: 25-29 ms
@@ -47,11 +44,7 @@ unless told otherwise).
 from __future__ import annotations
 
 import contextlib
-import copy
-import statistics
 import threading
-import time
-import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
@@ -59,7 +52,6 @@ import numpy as np
 
 MODES = ("auto", "blas", "batch")
 MIN_SLICE_MACS = 25_000_000  # forward multiply-adds per slice, below which 'auto' runs the step on one core
-TRIAL_PASSES = 3  # timed passes each way when 'auto' weighs one core against BLAS's threads (step_slices)
 
 _mode = "auto"
 _executor: ThreadPoolExecutor | None = None
@@ -67,7 +59,6 @@ _workers = 0
 _blas = None  # threadpoolctl's controller, made on first use (it looks through the loaded libraries: ~3 ms)
 _holds = 0  # how many ``hold_blas`` blocks this process is in
 _held = None  # their limit of BLAS to one thread, from the first split step inside them to the end of the last
-_weighed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(batch, threads, macs): 1 or 0}
 
 
 def set_parallel(mode: str) -> None:
@@ -117,54 +108,6 @@ def slices(model, n: int) -> int:
     if _mode == "auto" and forward_macs(model.layers) * n / k < MIN_SLICE_MACS:
         return 1  # too little work to share out
     return k
-
-
-def step_slices(model, x, y) -> int:
-    """``slices(model, len(x))`` for a training step on (x, y), but where 'auto' finds too little work to split
-    (k = 1, one core), it runs the step whole with BLAS on every core (k = 0) instead if that was the faster way
-    in a trial on this machine, at this batch size: the first step of each size weighs the two
-    (``weigh_one_core``), and later ones take its verdict."""
-    k = slices(model, len(x))
-    if k != 1 or _mode != "auto":
-        return k
-    key = (len(x), threads(), forward_macs(model.layers))
-    verdicts = _weighed.setdefault(model, {})
-    if key not in verdicts:
-        verdicts[key] = weigh_one_core(model, x, y)
-    return verdicts[key]
-
-
-def weigh_one_core(model, x, y) -> int:
-    """1 or 0: which way ran ``model``'s forward and backward pass on (x, y) faster, one core (BLAS on one thread,
-    as ``run`` runs a single slice) or this thread with BLAS on ``threads()`` threads. The median of
-    ``TRIAL_PASSES`` timed passes each, the two in turn, after one untimed pass each; on a tie, one core.
-
-    Which is faster depends on the machine: S's step (batch 32, two threads) took 8.0 ms with BLAS's threads
-    against 2.7 on one core on the 2-core AMD EPYC VM, and 1.40 against 1.56-1.72 on the 2-core Xeon VM (where
-    a sleeping thread wakes some ten times sooner). Both ways gave bitwise the same weights there. The passes run
-    on copies of the layers, with copies of their random generators: the model's weights, gradients and masks to
-    come are as they were."""
-    layers = replicas(model.layers, 1)[0]
-    for twin in layers:
-        if hasattr(twin, "rng"):
-            twin.rng = copy.deepcopy(twin.rng)
-    seconds = {1: [], 0: []}
-    for i in range(TRIAL_PASSES + 1):
-        for k in (1, 0) if i % 2 == 0 else (0, 1):
-            t = _timed_pass(model, layers, x, y, k)
-            if i:  # the first round is the warm-up
-                seconds[k].append(t)
-    return 0 if statistics.median(seconds[0]) < statistics.median(seconds[1]) else 1
-
-
-def _timed_pass(model, layers, x, y, k: int) -> float:
-    """Seconds of one forward and backward pass through ``layers``: on one core (k = 1) or on BLAS's threads."""
-    with _blas_controller().limit(limits=1 if k else threads()):
-        if k:
-            stop_blas_workers()
-        t0 = time.perf_counter()
-        model._forward_backward(layers, x, y)
-        return time.perf_counter() - t0
 
 
 def bounds(n: int, k: int) -> list[tuple[int, int]]:
@@ -239,15 +182,6 @@ def hold_blas():
         if _holds == 0 and _held is not None:
             held, _held = _held, None
             held.restore_original_limits()
-
-
-def unhold_blas() -> None:
-    """Inside a ``hold_blas`` block, put BLAS back as the block found it, for a step that runs on BLAS's threads
-    (k = 0) after a split step held it on one; the next split step holds it again."""
-    global _held
-    if _held is not None:
-        held, _held = _held, None
-        held.restore_original_limits()
 
 
 def _blas_controller():

@@ -1860,9 +1860,7 @@ def lesson_07() -> list[dict]:
         threads' fixed costs), but S lost more with `'blas'`, whose split of its small products cost more than
         it saved (8.0 ms a step against 2.7 on one core). `minicnn.set_parallel("auto")`, the default, picks
         `'batch'` when each slice gets at least `minicnn.parallel.MIN_SLICE_MACS` multiply-adds of forward work,
-        else runs the step on one core. On another 2-core machine, whose threads wake some ten times sooner, S's step
-        ran fastest with `'blas'` (1.40 ms against 1.56-1.72): so for a training step too small to split, `'auto'`
-        times both ways at the first step of each batch size and keeps the faster (`minicnn.parallel.step_slices`).
+        else runs the step on one core.
 
         One trap showed only once measured: after a multi-threaded product, OpenBLAS's idle worker spins for
         about 0.1 s before it sleeps, and on two cores it takes a core's share from one of the slices' threads

@@ -152,7 +152,6 @@ def test_auto_runs_a_small_step_as_one_slice_on_one_core(monkeypatch, dropout):
         return run(job, jobs)
 
     monkeypatch.setattr(parallel, "run", spy)
-    monkeypatch.setattr(parallel, "weigh_one_core", lambda *args: 1)  # as if one core won the trial
     whole = two_steps(conv_model(dropout=dropout), x, y, "blas")
     assert calls == {"train": 0, "predict": 0}
     # a tiny model, far below MIN_SLICE_MACS: one slice, drawing the layers' own dropout masks
@@ -164,50 +163,6 @@ def test_auto_runs_a_small_step_as_one_slice_on_one_core(monkeypatch, dropout):
         np.testing.assert_allclose(out_1, out_w, rtol=1e-6, atol=1e-7)
     for w_whole, w_one in zip(whole[1], one[1], strict=True):
         np.testing.assert_allclose(w_one, w_whole, rtol=1e-5, atol=1e-7)
-
-
-@splits
-@pytest.mark.parametrize("winner", [0, 1])
-def test_auto_weighs_one_core_against_blas_threads_once_per_batch_size(monkeypatch, winner):
-    x, y = data(10, (8, 8, 1))
-    calls = counting(monkeypatch)
-    timed = []
-
-    def fake(model, layers, x, y, k):  # the trial's timer, with the winner's passes the shorter
-        timed.append((len(x), k))
-        return 1.0 if k == winner else 2.0
-
-    monkeypatch.setattr(parallel, "_timed_pass", fake)
-    whole = two_steps(conv_model(), x, y, "blas")
-    model = conv_model()
-    weighed = two_steps(model, x, y, "auto")
-    turns = [k for i in range(parallel.TRIAL_PASSES + 1) for k in ((1, 0) if i % 2 == 0 else (0, 1))]
-    assert timed == [(10, k) for k in turns]  # once, on the first step, both ways in turn
-    assert calls["train"] == 2 * winner  # one core: a single slice through run(); BLAS's threads: no slices
-    model.train_on_batch(x[:7], y[:7])  # another batch size is weighed anew
-    assert timed[len(turns) :] == [(7, k) for k in turns]
-    for w_whole, w_weighed in zip(whole[1], weighed[1], strict=True):
-        np.testing.assert_allclose(w_weighed, w_whole, rtol=1e-5, atol=1e-7)
-
-
-@splits
-def test_the_trial_leaves_the_model_as_it_was():
-    x, y = data(10, (8, 8, 1))
-    model = conv_model(dropout=True)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.train_on_batch(x, y)
-    weights = model.get_weights()
-    grads = [{k: g.copy() for k, g in layer.grads.items()} for layer in model.layers]
-    dropout = next(layer for layer in model.layers if isinstance(layer, layers.Dropout))
-    state = dropout.rng.bit_generator.state
-    assert parallel.weigh_one_core(model, x, y) in (0, 1)
-    for before, after in zip(weights, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(after, before)
-    for before, layer in zip(grads, model.layers, strict=True):
-        assert before.keys() == layer.grads.keys()
-        for key, g in before.items():
-            np.testing.assert_array_equal(layer.grads[key], g)
-    assert dropout.rng.bit_generator.state == state  # the masks to come are the same
 
 
 def _tasks() -> int:
@@ -275,30 +230,6 @@ def test_a_loop_holds_blas_on_one_thread_and_puts_it_back_at_its_end():
         with pytest.raises(KeyboardInterrupt):
             model.fit(x, y, batch_size=8, verbose=0, callbacks=[Watch()])
         assert _blas_threads() == before and parallel._held is None and parallel._holds == 0
-
-
-@splits
-def test_a_step_on_blas_threads_inside_a_loop_puts_blas_back_until_the_next_split_step():
-    from threadpoolctl import threadpool_limits
-
-    x, y = data(12, (8, 8, 1))
-    model = conv_model(seed=2)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    with threadpool_limits(limits=2):
-        before = _blas_threads()
-        if before < 2:
-            pytest.skip("BLAS runs on one thread here (one core, or OPENBLAS_NUM_THREADS=1)")
-        with parallel.hold_blas():
-            minicnn.set_parallel("batch")
-            model.train_on_batch(x, y)
-            assert _blas_threads() == 1  # held after a split step
-            minicnn.set_parallel("blas")
-            model.train_on_batch(x, y)
-            assert _blas_threads() == before and parallel._held is None  # BLAS's step: put back
-            minicnn.set_parallel("batch")
-            model.train_on_batch(x, y)
-            assert _blas_threads() == 1  # held again
-        assert _blas_threads() == before
 
 
 @splits
