@@ -11,21 +11,28 @@ g = dout[n, i, j, f] and sends it back along the kh*kw*C edges it came by:
 A zero g sends nothing back. im2col + GEMM (``cpu._conv_dw_dx``) multiplies by the zeros all the same; this
 kernel does the reference's loops, but per output pixel it first gathers the nonzero g and their filters, then
 
-* dw: adds g * patch to the row of dw (held as dw^T, (F, kh*kw*C)) of each nonzero filter;
-* dx: sums the pixel's share, acc = sum over its nonzero g of g * w[..., f], four filters at a time (one load
-  and store of acc per four multiply-adds), and adds acc into the patch's place in dx.
+* dw: files each nonzero g under its filter, beside the pixel's patch. Every PIXELS_PER_PASS pixels, each filter's
+  row of dw (held as dw^T, (F, kh*kw*C)) adds g * patch for its filed g, four at a time: one load and store of
+  the row per four multiply-adds, where one g at a time stored the row for each, and those stores bounded it.
+* dx: adds the pixel's share, g * w[..., f] summed over its nonzero g four filters at a time, straight into the
+  patch's place in dx: kh rows of kw*C numbers each. A patch that hangs over the edge (padding) sums into
+  ``acc`` first, and only acc's taps inside the map go into dx.
 
 Its arithmetic is the GEMMs' times the density; its rate is lower than BLAS's (the rows it adds are a few
 hundred numbers, gathered), so it pays below about a quarter nonzero: ``cpu.SPARSE_MAX_DENSITY``. On the MNIST
 model's 11x11 layer at batch 64 (its dout taken from training, 13% nonzero), one thread, alternating: 4.2-5.1 ms
-against 7.8-9.7 for im2col + GEMM + col2im. The model's training steps on MNIST batches, alternating: 14.3
-against 17.1 ms on one thread (19.3 against 22.8 in another run), 13.4 against 15.6 on two (1.12x in another).
+against 7.8-9.7 for im2col + GEMM + col2im (on the first development machine, with the kernel one g at a time).
+On the 2-core Xeon VM, that layer at batch 32 (15% nonzero), one thread, medians of 150 calls: 1.61 ms against
+2.40-2.51 one g at a time with the pixel's dx summed in ``acc`` (3.43 against 4.78-5.12 at batch 64). dw is
+bitwise the same either way (the same sums in the same order); dx is summed in another order.
 
-Two things kept its loops in SIMD: every index into ``acc`` and ``dx`` is a loop counter from 0 (Numba checks a
-computed index for a negative value, and that check made the loop that adds acc into dx scalar: 1 ms more), and
-a sum of four products written ``acc + g0 * v0 + ...`` from the left is four fused multiply-adds in a row. Only
-``fastmath``'s contraction is asked for: all of it would let the compiler assume no NaN, and a NaN g must count as
-nonzero, so that it reaches dw and dx as it does through the GEMMs.
+Three things keep its loops in SIMD: every index into a row is a loop counter from 0, on a view of the row
+(Numba checks a computed index for a negative value, and that check made the loop that adds into dx scalar: 1 ms
+more; the patches' copies, written with computed indices, took 0.5 ms against 0.14); a sum of four products
+written ``d + g0 * v0 + ...`` from the left is four fused multiply-adds in a row; and the gather writes only the
+filter, one store per element, and reads the k nonzero g after. Only ``fastmath``'s contraction is asked for:
+all of it would let the compiler assume no NaN, and a NaN g must count as nonzero, so that it reaches dw and dx
+as it does through the GEMMs.
 
 The patch and dx's place of it follow ``pad`` and ``stride`` as im2col does: a tap that falls in the padding reads
 a zero and writes nothing.
@@ -69,6 +76,9 @@ def conv2d_dw_dx(x, dout, w, stride=(1, 1), pad=(0, 0, 0, 0), need_dx=True):
     return np.ascontiguousarray(dwt.transpose(1, 2, 3, 0)), (dx if need_dx else None)
 
 
+PIXELS_PER_PASS = 64  # output pixels whose patches are kept for dw's pass (64 x 288 floats for R's 32->64 layer)
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _dw_dx(x, dout, wt, sh, sw, pt, pl, need_dx, dwt, dx):
     """dwt (F, kh, kw, C) += the sum over nonzero g of g * patch; dx (N, H, W*C) += g * wt[f] at the patch."""
@@ -76,54 +86,101 @@ def _dw_dx(x, dout, wt, sh, sw, pt, pl, need_dx, dwt, dx):
     _, Ho, Wo, F = dout.shape
     kh, kw = wt.shape[1], wt.shape[2]
     R, K = kw * C, kh * kw * C  # a row of the patch, the whole patch
-    xr = x.reshape(N, H, W * C)
+    P, B = Ho * Wo, PIXELS_PER_PASS
+    xr, d2 = x.reshape(N, H, W * C), dout.reshape(N * P, F)  # d2: one row of g per output pixel
     w2, dw2 = wt.reshape(F, K), dwt.reshape(F, K)
-    patch = np.empty(K, x.dtype)
+    patches = np.empty((B, K), x.dtype)  # the patches of this pass's pixels
     acc = np.empty(K, x.dtype)
-    fs = np.empty(F, np.int64)  # the pixel's nonzero g and their filters
+    fs = np.empty(F, np.int64)  # a pixel's nonzero g and their filters
     gs = np.empty(F, x.dtype)
-    for n in range(N):
-        for i in range(Ho):
-            for j in range(Wo):
-                k = 0
-                for f in range(F):  # gather without a branch: write every g, move on only past a nonzero
-                    g = dout[n, i, j, f]
-                    fs[k] = f
-                    gs[k] = g
-                    k += g != 0
-                if k == 0:
-                    continue
-                # the taps q0 <= q < q1 of each kernel row fall inside the map; the rest are padding
-                h0, w0 = i * sh - pt, j * sw - pl
-                q0, q1 = max(0, -w0), min(kw, W - w0)
-                a, b = (w0 + q0) * C, (w0 + q1) * C  # those taps' span of an image row of xr
+    count = np.zeros(F, np.int64)  # per filter, this pass's nonzero g and the pixels (rows of patches) they met
+    pixel = np.empty((F, B), np.int64)
+    gf = np.empty((F, B), x.dtype)
+    for s in range(0, N * P, B):  # a pass: B output pixels, counted through the whole batch
+        count[:] = 0
+        for u in range(min(B, N * P - s)):
+            gp = d2[s + u]
+            k = 0
+            for f in range(F):  # the nonzero g's filters, without a branch: write every f, move on past a nonzero
+                fs[k] = f
+                k += gp[f] != 0
+            if k == 0:
+                continue
+            for t in range(k):  # their g; each filed under its filter, for dw
+                f = fs[t]
+                gs[t] = gp[f]
+                pixel[f, count[f]] = u
+                gf[f, count[f]] = gp[f]
+                count[f] += 1
+            n, ij = divmod(s + u, P)
+            i, j = divmod(ij, Wo)
+            # the taps q0 <= q < q1 of each kernel row fall inside the map; the rest are padding
+            h0, w0 = i * sh - pt, j * sw - pl
+            q0, q1 = max(0, -w0), min(kw, W - w0)
+            a, b = (w0 + q0) * C, (w0 + q1) * C  # those taps' span of an image row of xr
+            inside = q0 == 0 and q1 == kw and h0 >= 0 and h0 + kh <= H  # no tap in the padding
+            patch = patches[u]
+            if inside:  # kh plain copies of R numbers
+                for p in range(kh):
+                    src, dst = xr[n, h0 + p, a:b], patch[p * R : (p + 1) * R]
+                    for c in range(R):
+                        dst[c] = src[c]
+            else:
                 patch[:] = 0
                 for p in range(kh):
                     h = h0 + p
                     if 0 <= h < H and q0 < q1:
                         patch[p * R + q0 * C : p * R + q1 * C] = xr[n, h, a:b]
-                for t in range(k):  # dw: each nonzero filter's row gets g * patch
-                    g, row = gs[t], dw2[fs[t]]
-                    for c in range(K):
-                        row[c] += g * patch[c]
-                if not need_dx:
-                    continue
-                acc[:] = 0  # dx: acc = sum of g * w[f], four filters a pass
-                t = 0
+            if not need_dx:
+                continue
+            t = 0
+            if inside:  # dx: g * w[f] straight into the patch's kh rows of dx, four filters a pass
                 while t + 4 <= k:
                     g0, g1, g2, g3 = gs[t], gs[t + 1], gs[t + 2], gs[t + 3]
                     v0, v1, v2, v3 = w2[fs[t]], w2[fs[t + 1]], w2[fs[t + 2]], w2[fs[t + 3]]
-                    for c in range(K):
-                        acc[c] = acc[c] + g0 * v0[c] + g1 * v1[c] + g2 * v2[c] + g3 * v3[c]  # 4 fused multiply-adds
+                    for p in range(kh):
+                        d, e = dx[n, h0 + p, a:b], p * R
+                        u0, u1, u2, u3 = v0[e : e + R], v1[e : e + R], v2[e : e + R], v3[e : e + R]
+                        for c in range(R):
+                            d[c] = d[c] + g0 * u0[c] + g1 * u1[c] + g2 * u2[c] + g3 * u3[c]  # 4 fused multiply-adds
                     t += 4
                 while t < k:
                     g0, v0 = gs[t], w2[fs[t]]
-                    for c in range(K):
-                        acc[c] += g0 * v0[c]
+                    for p in range(kh):
+                        d, u0 = dx[n, h0 + p, a:b], v0[p * R : (p + 1) * R]
+                        for c in range(R):
+                            d[c] += g0 * u0[c]
                     t += 1
-                for p in range(kh):
-                    h = h0 + p
-                    if 0 <= h < H and q0 < q1:
-                        d, src = dx[n, h, a:b], acc[p * R + q0 * C : p * R + q1 * C]
-                        for c in range(b - a):
-                            d[c] += src[c]
+                continue
+            acc[:] = 0  # over the edge: acc = sum of g * w[f], then its taps inside the map into dx
+            while t + 4 <= k:
+                g0, g1, g2, g3 = gs[t], gs[t + 1], gs[t + 2], gs[t + 3]
+                v0, v1, v2, v3 = w2[fs[t]], w2[fs[t + 1]], w2[fs[t + 2]], w2[fs[t + 3]]
+                for c in range(K):
+                    acc[c] = acc[c] + g0 * v0[c] + g1 * v1[c] + g2 * v2[c] + g3 * v3[c]
+                t += 4
+            while t < k:
+                g0, v0 = gs[t], w2[fs[t]]
+                for c in range(K):
+                    acc[c] += g0 * v0[c]
+                t += 1
+            for p in range(kh):
+                h = h0 + p
+                if 0 <= h < H and q0 < q1:
+                    d, src = dx[n, h, a:b], acc[p * R + q0 * C : p * R + q1 * C]
+                    for c in range(b - a):
+                        d[c] += src[c]
+        for f in range(F):  # dw: filter f's row adds g * patch for its filed g, four a pass
+            row, k, t = dw2[f], count[f], 0
+            while t + 4 <= k:
+                g0, g1, g2, g3 = gf[f, t], gf[f, t + 1], gf[f, t + 2], gf[f, t + 3]
+                p0, p1 = patches[pixel[f, t]], patches[pixel[f, t + 1]]
+                p2, p3 = patches[pixel[f, t + 2]], patches[pixel[f, t + 3]]
+                for c in range(K):
+                    row[c] = row[c] + g0 * p0[c] + g1 * p1[c] + g2 * p2[c] + g3 * p3[c]
+                t += 4
+            while t < k:
+                g0, p0 = gf[f, t], patches[pixel[f, t]]
+                for c in range(K):
+                    row[c] += g0 * p0[c]
+                t += 1
