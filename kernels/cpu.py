@@ -321,7 +321,12 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), activation=None):
 # against 7.8-9.7 ms (30% nonzero at random places: about level). The Winograd layers keep Winograd: on the CIFAR
 # model's 32x32 layer behind its pooling (21% nonzero) the sparse pass took 45 against 38 ms, on its 16x16 one 35
 # against 25. Few input channels make its rows (kw*C numbers) too short to pay: 28x28 maps into 32 filters at batch
-# 64, 21% nonzero, took 15.7 against 13.0 ms with C = 8, 14.0 against 14.6 with C = 16.
+# 64, 21% nonzero, took 15.7 against 13.0 ms with C = 8, 14.0 against 14.6 with C = 16. (Those on the first
+# development machine.) The limits still hold for the kernel that adds four g a pass, on the 2-core Xeon VM, one
+# thread, medians of 30 calls, three in turn, random dout: the 11x11 layer at 15% nonzero 3.34-3.42 against
+# 5.27-5.33 ms, 25% 4.86-4.91 against 5.30-5.35, 35% 6.43-6.50 against 5.28-5.32; the 28x28 maps with C = 8 8.2
+# against 6.1, with C = 16 9.3 against 10.4; the CIFAR model's 32x32 and 16x16 layers at batch 128 (dout from
+# training, 16% and 13% nonzero) 38.2 and 25.4 against Winograd's 37.6 and 22.9.
 SPARSE_MAX_DENSITY = 0.25
 SPARSE_MIN_CHANNELS = 16
 
