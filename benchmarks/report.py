@@ -177,6 +177,17 @@ def merged_results(row: dict) -> dict:
     return res
 
 
+def _turns_text(turns: dict | None) -> str:
+    """What each turn of a contender ran inside, if anything (``models.TURNS``)."""
+    if not turns:
+        return ""
+    said = ", ".join(f"{LABELS.get(fw, fw)}'s inside `{ctx}`" for fw, ctx in turns.items())
+    return (
+        f" Turns run as the framework's own training loop runs its steps: {said}, as `fit` runs its batches "
+        "(BLAS held on one thread from step to step, not set and put back at each; on one thread it does nothing)."
+    )
+
+
 def models_section(m: dict, peak: dict) -> list[str]:
     s = m["settings"]
     lines = [
@@ -192,7 +203,7 @@ def models_section(m: dict, peak: dict) -> list[str]:
         "'GEMM interleaved' column; see `benchmarks/models.py`). Ratios: samples/s / "
         "PyTorch's (below 1 = slower than PyTorch). PyTorch: the faster of NCHW and channels-last, per column. "
         "On more than one thread each timed call starts on settled thread pools after 30 ms of untimed calls (see "
-        "`benchmarks/timing.py`).",
+        "`benchmarks/timing.py`)." + _turns_text(s.get("turns")),
         "",
     ]
     order = ["minicnn", "torch_best", "keras", "naive"]

@@ -74,27 +74,38 @@ def threads(n: int):
 
 
 def interleaved(
-    contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, settled: bool = False
+    contenders: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    settled: bool = False,
+    turns: dict[str, Callable[[], contextlib.AbstractContextManager]] | None = None,
 ) -> dict[str, list]:
     """Time each callable ``repeats`` times, in rotating turns, after ``warmup`` untimed calls each.
     ``settled``: before each timed call, ``settle()``, then ``wake()`` (for runs on more than one thread).
+    ``turns``: for some contenders, a context to run each of their turns in (the wake calls and the timed call;
+    ``settle()`` comes first): ``minicnn.parallel.hold_blas``, so that minicnn's steps run as ``fit`` runs its
+    batches, with BLAS held on one thread from step to step rather than set and put back at each.
 
     Returns ``{name: [seconds, ...]}``.
     """
     names = list(contenders)
+    turns = turns or {}
     for name in names:
-        for _ in range(warmup):
-            contenders[name]()
+        with turns.get(name, contextlib.nullcontext)():
+            for _ in range(warmup):
+                contenders[name]()
     times: dict[str, list] = {name: [] for name in names}
     for r in range(repeats):
         for k in range(len(names)):
             name = names[(r + k) % len(names)]
             if settled:
                 settle()
-                wake(contenders[name])
-            t0 = time.perf_counter()
-            contenders[name]()
-            times[name].append(time.perf_counter() - t0)
+            with turns.get(name, contextlib.nullcontext)():
+                if settled:
+                    wake(contenders[name])
+                t0 = time.perf_counter()
+                contenders[name]()
+                times[name].append(time.perf_counter() - t0)
     return times
 
 

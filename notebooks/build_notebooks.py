@@ -1664,6 +1664,9 @@ def lesson_07() -> list[dict]:
            run on 2 cores). `timing.settle()` sends the pools to sleep, and untimed calls for 30 ms
            (`timing.wake()`) wake the contender's own: on one machine a woken worker shared its caller's core for a
            scheduler tick or two, and a single untimed call left the timed one 20x slower.
+           And time each contender as its own loop runs it: minicnn's training steps run inside
+           `minicnn.parallel.hold_blas()`, as `fit` runs its batches (a lone `train_on_batch` sets BLAS to one
+           thread and back at every call).
         5. **Keep the machine quiet.** Programs competing for the cores, or two thread pools of one program
            competing with each other (Numba's and the BLAS library's, say), can scramble a ranking entirely. If the
            numbers below look odd, close other programs and run the cells again.
@@ -1671,9 +1674,11 @@ def lesson_07() -> list[dict]:
         code("""
         def median_seconds(contenders, repeats):
             \"\"\"{name: callable} -> {name: median seconds}, interleaved, after one warm-up call each; on
-            several cores each timed call starts on settled thread pools (rule 4).\"\"\"
+            several cores each timed call starts on settled thread pools, and minicnn's turns run as fit runs
+            them (rule 4).\"\"\"
             if timing is not None:
-                runs = timing.interleaved(contenders, repeats, 1, settled=timing.cores() > 1)
+                turns = {"minicnn": minicnn.parallel.hold_blas}
+                runs = timing.interleaved(contenders, repeats, 1, settled=timing.cores() > 1, turns=turns)
                 return {name: timing.median(t) for name, t in runs.items()}
             times = {name: [] for name in contenders}
             for f in contenders.values():

@@ -78,6 +78,7 @@ def test_quick_run_writes_every_section(quick_run):
     for section in SECTIONS:
         assert HEADINGS[section] in report, section
     assert "This section failed" not in report
+    assert "minicnn's inside `minicnn.parallel.hold_blas()`, as `fit` runs its batches" in report
     png = (out / "benchmarks.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert (out / "results.json").exists()
@@ -278,6 +279,30 @@ def test_settled_turns_call_each_contender_untimed_first_and_blas_still_works(mo
     with timing.threads(timing.cores()):
         timing.settle()
         np.testing.assert_array_equal(a @ a, before)
+
+
+def test_a_contenders_turns_run_inside_its_context_and_settle_before_it(monkeypatch):
+    import contextlib
+
+    from benchmarks import models, timing
+
+    monkeypatch.setattr(timing, "WAKE_SECONDS", 0.0)
+    log = []
+    monkeypatch.setattr(timing, "settle", lambda: log.append("settle"))
+
+    @contextlib.contextmanager
+    def turn():
+        log.append("enter")
+        yield
+        log.append("exit")
+
+    timing.interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")}, 1, 1, True, {"a": turn})
+    # a's warm-up and its turn (the wake call, then the timed one) inside its context, settled first; b's outside
+    assert log == ["enter", "a", "exit", "b", "settle", "enter", "a", "a", "exit", "settle", "b", "b"]
+    # the models section runs minicnn's turns as fit runs its batches, and the report says so
+    from minicnn import parallel
+
+    assert models.TURNS == {"minicnn": parallel.hold_blas}
 
 
 def test_wake_calls_until_its_time_is_up(monkeypatch):
