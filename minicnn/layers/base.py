@@ -188,6 +188,8 @@ class LinearActivationLayer(Layer):
         if skip_activation:
             return dout, linear_cache
         dz = self.backend.activation_backward(self.activation, dout, act_cache, overwrite_dout=self.may_overwrite_dout)
+        if self.may_overwrite_dout:  # in a model's step this backward runs once: let go of the activation's cache
+            self.cache = (linear_cache, None, self.cache[2])  # (the output), whose buffer may then take dx
         return dz, linear_cache
 
     def store_grads(self, dw, db) -> None:
