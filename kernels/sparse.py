@@ -26,7 +26,7 @@ On the 2-core Xeon VM, that layer at batch 32 (15% nonzero), one thread, medians
 2.40-2.51 one g at a time with the pixel's dx summed in ``acc`` (3.43 against 4.78-5.12 at batch 64). dw is
 bitwise the same either way (the same sums in the same order); dx is summed in another order.
 
-Three things keep its loops in SIMD: every index into a row is a loop counter from 0, on a view of the row
+Three things keep its loops fast: every index into a row is a loop counter from 0, on a view of the row
 (Numba checks a computed index for a negative value, and that check made the loop that adds into dx scalar: 1 ms
 more; the patches' copies, written with computed indices, took 0.5 ms against 0.14); a sum of four products
 written ``d + g0 * v0 + ...`` from the left is four fused multiply-adds in a row; and the gather writes only the
@@ -76,7 +76,7 @@ def conv2d_dw_dx(x, dout, w, stride=(1, 1), pad=(0, 0, 0, 0), need_dx=True):
     return np.ascontiguousarray(dwt.transpose(1, 2, 3, 0)), (dx if need_dx else None)
 
 
-PIXELS_PER_PASS = 64  # output pixels whose patches are kept for dw's pass (64 x 288 floats for R's 32->64 layer)
+PIXELS_PER_PASS = 64  # output pixels whose patches are kept for dw's pass (a constant to the compiled kernel)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
