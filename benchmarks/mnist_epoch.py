@@ -27,6 +27,7 @@ import numpy as np
 
 from . import timing
 from .frameworks import minicnn_model, torch_model
+from .models import TURNS
 from .specs import MODELS
 
 BATCH = 64
@@ -103,7 +104,6 @@ def run(quick: bool = False, log=print) -> dict:
         return {"skipped": f"MNIST not available: {e}"}
     if quick:
         (x_train, y_train), (x_test, y_test) = (x_train[:128], y_train[:128]), (x_test[:500], y_test[:500])
-    from minicnn import parallel
 
     x = (x_train.astype(np.float32) / 255)[..., None]
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -130,7 +130,6 @@ def run(quick: bool = False, log=print) -> dict:
         loss.backward()
         optimizer.step()
 
-    turns = {"minicnn": parallel.hold_blas, "torch": contextlib.nullcontext}
     efficiency_before = timing.parallel_efficiency()
     order = np.random.default_rng(0).permutation(len(x))
     seconds = {"minicnn": 0.0, "torch": 0.0}
@@ -140,7 +139,7 @@ def run(quick: bool = False, log=print) -> dict:
         for k, first in enumerate(range(0, len(batches), TURN)):
             for name in ("minicnn", "torch") if k % 2 == 0 else ("torch", "minicnn"):
                 timing.settle()
-                with turns[name]():
+                with TURNS.get(name, contextlib.nullcontext)():  # minicnn's, as fit runs its batches
                     for idx in batches[first : first + TURN]:
                         t0 = time.perf_counter()
                         steps[name](idx)

@@ -1633,9 +1633,9 @@ def lesson_07() -> list[dict]:
                 sys.path.insert(0, str(root))
                 break
         try:
-            from benchmarks import frameworks, naive, specs, timing
+            from benchmarks import frameworks, models, naive, specs, timing
         except ImportError as e:
-            frameworks = naive = specs = timing = None
+            frameworks = models = naive = specs = timing = None
             print(f"benchmarks/ is not importable ({e}): the naive NumPy engine and the model timings are left out")
 
         HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -1677,8 +1677,7 @@ def lesson_07() -> list[dict]:
             several cores each timed call starts on settled thread pools, and minicnn's turns run as fit runs
             them (rule 4).\"\"\"
             if timing is not None:
-                turns = {"minicnn": minicnn.parallel.hold_blas}
-                runs = timing.interleaved(contenders, repeats, 1, settled=timing.cores() > 1, turns=turns)
+                runs = timing.interleaved(contenders, repeats, 1, settled=timing.cores() > 1, turns=models.TURNS)
                 return {name: timing.median(t) for name, t in runs.items()}
             times = {name: [] for name in contenders}
             for f in contenders.values():

@@ -284,7 +284,7 @@ def test_settled_turns_call_each_contender_untimed_first_and_blas_still_works(mo
 def test_a_contenders_turns_run_inside_its_context_and_settle_before_it(monkeypatch):
     import contextlib
 
-    from benchmarks import models, timing
+    from benchmarks import mnist_epoch, models, timing
 
     monkeypatch.setattr(timing, "WAKE_SECONDS", 0.0)
     log = []
@@ -299,10 +299,10 @@ def test_a_contenders_turns_run_inside_its_context_and_settle_before_it(monkeypa
     timing.interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")}, 1, 1, True, {"a": turn})
     # a's warm-up and its turn (the wake call, then the timed one) inside its context, settled first; b's outside
     assert log == ["enter", "a", "exit", "b", "settle", "enter", "a", "a", "exit", "settle", "b", "b"]
-    # the models section runs minicnn's turns as fit runs its batches, and the report says so
+    # the models and MNIST-epoch sections run minicnn's turns as fit runs its batches (the report says so)
     from minicnn import parallel
 
-    assert models.TURNS == {"minicnn": parallel.hold_blas}
+    assert models.TURNS == {"minicnn": parallel.hold_blas} and mnist_epoch.TURNS is models.TURNS
 
 
 def test_wake_calls_until_its_time_is_up(monkeypatch):
