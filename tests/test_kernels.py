@@ -65,17 +65,17 @@ def test_conv_matches_reference(engine, case):
 def test_numba_conv_paths_match_reference(path, case, chunk_bytes, need_dx, dtype, epilogue):
     # The Numba engine builds cols three ways: one row per output pixel (im2col), or for short patches one row per
     # kernel tap (im2col_taps), block by block or, when the whole batch's taps are small, once, kept with a row
-    # of ones for the backward pass (its GEMM in slices of rows; dw and db in one product; with need_dx the
-    # backward takes the blocks' way). Force each in turn, with blocks and slices small enough that most batches
-    # need several; and its epilogue adds the bias and, fused, the ReLU, or neither.
+    # of ones for the backward pass (dw and db in one product; with need_dx the backward takes the blocks' way);
+    # the taps' GEMM runs in slices of rows. Force each in turn, with blocks and slices small enough that most
+    # batches need several; and its epilogue adds the bias and, fused, the ReLU, or neither.
     N, H, W, C, F, kh, kw, stride, pad, seed = case
     rng = np.random.default_rng(seed)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((N, H, W, C), (kh, kw, C, F), (F,)))
     b = None if epilogue == "no bias" else b
     activation = "relu" if epilogue == "relu" else None
-    saved = cpu.SHORT_PATCH, cpu.CHUNK_BYTES, cpu.KEEP_TAPS_BYTES, cpu.TAPS_OUT_BYTES
+    saved = cpu.SHORT_PATCH, cpu.CHUNK_BYTES, cpu.KEEP_TAPS_BYTES, cpu.OUT_SLICE_BYTES
     cpu.SHORT_PATCH = 0 if path == "im2col" else 10**6
-    cpu.CHUNK_BYTES, cpu.TAPS_OUT_BYTES = chunk_bytes, chunk_bytes  # the kept taps' GEMM runs in slices of rows
+    cpu.CHUNK_BYTES, cpu.OUT_SLICE_BYTES = chunk_bytes, chunk_bytes  # a short patch's GEMM runs in slices
     cpu.KEEP_TAPS_BYTES = 10**9 if path == "kept_taps" else 0
     try:
         out, cache = cpu.conv2d_forward(x, w, b, stride, pad, activation=activation)
@@ -83,7 +83,7 @@ def test_numba_conv_paths_match_reference(path, case, chunk_bytes, need_dx, dtyp
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx, dw, db = cpu.conv2d_backward(dout, cache, need_dx)
     finally:
-        cpu.SHORT_PATCH, cpu.CHUNK_BYTES, cpu.KEEP_TAPS_BYTES, cpu.TAPS_OUT_BYTES = saved
+        cpu.SHORT_PATCH, cpu.CHUNK_BYTES, cpu.KEEP_TAPS_BYTES, cpu.OUT_SLICE_BYTES = saved
     ref_out, ref_cache = reference.conv2d_forward(x, w, b, stride, pad)
     if activation == "relu":
         ref_out = np.maximum(ref_out, 0)
