@@ -9,6 +9,8 @@ once and how the loops run:
   wide 3x3 layers at stride 1 run Winograd's algorithm instead (``winograd.py``, 2x2 or 4x4 output tiles):
   forward, dw and, for 'same' layers, dx; where dx would go by col2im and most of dout is zero (behind a max
   pooling), dw and dx skip the zeros (``sparse.py``);
+* narrow products (few output columns, or few outputs: first layers, a last Dense layer) run in pieces small
+  enough for OpenBLAS's small-matrix kernels, which skip copying A and B into packed panels (``products``);
 * big outputs and gradients come from a pool of reused buffers (``buffers.py``), not fresh pages every step;
 * ``@njit`` compiles each loop nest to machine code (``cache=True`` keeps the compiled code on disk, so a second
   process does not compile again; ``nogil=True`` lets other threads run Python meanwhile, as the slices of
@@ -30,7 +32,6 @@ from numba import njit, prange, uint64
 
 from . import activations as act
 from . import buffers, sparse, winograd
-from . import im2col as gemm
 from .shapes import output_size
 
 # Who gets the cores: BLAS's threads (the GEMMs, most of the arithmetic) or Numba's (the loops around them)?
@@ -222,17 +223,6 @@ SHORT_PATCH = 32
 # 17.3 ms (10th percentiles level). The price is the kept buffer: under 2 MB a layer.
 KEEP_TAPS_BYTES = 2 << 20
 
-# A short patch's GEMM is shallow (9 multiply-adds per output in a 1-channel layer): writing its output costs more
-# than computing it, and a whole block's output (5.4 MB in R's first layer at batch 64) has left the cache before
-# the epilogue reads it back. So it runs in slices of OUT_SLICE_BYTES of output, each slice's epilogue straight
-# after it. One thread, GEMM and epilogue: R's first layer at 64 0.51 ms in 256 KB slices, 0.55 in 128 KB, 0.68
-# in 512 KB, 0.81 whole; S's at 32 0.15 against 0.20. The whole forward pass, sliced against whole, medians of
-# six rounds in turn: S's first layer at 256 (inference) 1.90 against 2.23 ms, R's 2.59 against 3.54; C's, with
-# 27 taps, 4.15 against 4.21. Deeper GEMMs (im2col, 144 taps) gained nothing (1-2% slower), and are not sliced.
-# Whole training steps, one thread, 30 rounds in turn, medians: S's 1.63 ms with kept taps and slices, 1.73 kept
-# and whole, 1.93 as before (blocks, taps built again for the backward); R's 14.2, 14.7 and 15.4.
-OUT_SLICE_BYTES = 256 << 10
-
 
 def _taps_and_ones(x, kh, kw, stride, pad):
     """[taps; ones]: (kh*kw*C + 1, N*Ho*Wo), the whole batch's taps (``im2col_taps``) and a last row of ones, in a
@@ -326,8 +316,9 @@ def winograd_tile(C, F, kh, kw, stride, Ho, Wo) -> int:
 def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), activation=None):
     """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> out: (N, Ho, Wo, F), cache.
 
-    Per block of images: cols = im2col(block) (rows, kh*kw*C), then one GEMM straight into ``out``'s rows, and
-    the bias (and ``activation='relu'``, if asked) applied while those rows are still in cache. The cache keeps
+    Per block of images: cols = im2col(block) (rows, kh*kw*C), then the GEMM straight into ``out``'s rows (in
+    slices, for 32 filters or fewer: ``product_by_rows``), and the bias (and ``activation='relu'``, if asked)
+    applied while those rows are still in cache. The cache keeps
     ``x``, not ``cols``; a short patch's taps that fit KEEP_TAPS_BYTES are built in one block and kept too. A wide
     3x3 layer at stride 1 runs Winograd's algorithm instead (``winograd_tile``).
     """
@@ -342,23 +333,17 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), activation=None):
     out = buffers.empty((N, Ho, Wo, F), np.result_type(x.dtype, w.dtype))
     w2, rows = w.reshape(-1, F), out.reshape(N * P, F)
     K = kh * kw * C
+
+    def epilogue(block):  # on rows of out that the GEMM has just written
+        _epilogue(block, b, activation)
+
     if K <= SHORT_PATCH and (K + 1) * N * P * x.itemsize <= KEEP_TAPS_BYTES:  # one block, kept for the backward
         taps = _taps_and_ones(x, kh, kw, stride, pad)
-        _gemm_epilogue(taps[:K].T, w2, rows, b, activation)
+        product_by_rows(taps[:K].T, w2, rows, epilogue)
         return out, (x, w, stride, pad, taps)
     for s, e in _blocks(N, P, K * x.itemsize):
-        block = rows[s * P : e * P]
-        _gemm_epilogue(_cols(x[s:e], kh, kw, stride, pad), w2, block, b, activation, sliced=K <= SHORT_PATCH)
+        product_by_rows(_cols(x[s:e], kh, kw, stride, pad), w2, rows[s * P : e * P], epilogue)
     return out, (x, w, stride, pad)
-
-
-def _gemm_epilogue(cols, w2, out, b, activation, sliced=True):
-    """out = epilogue(cols @ w2), (rows, F); if ``sliced``, in slices of OUT_SLICE_BYTES of output rows, each
-    slice's bias and ReLU while the rows the GEMM just wrote are still in cache."""
-    step = max(1, OUT_SLICE_BYTES // (out.shape[1] * out.itemsize)) if sliced else len(out)
-    for r in range(0, len(out), step):
-        np.matmul(cols[r : r + step], w2, out=out[r : r + step])
-        _epilogue(out[r : r + step], b, activation)
 
 
 # Behind a max pooling most of dout is zero (2x2 windows: at most one number in four; the MNIST model's 11x11 layer,
@@ -411,13 +396,66 @@ def conv2d_backward(dout, cache, need_dx=True):
     return dx, dw, small_product(np.ones(len(d2), dtype), d2)
 
 
+# ---------------------------------------------------------------------------------------------------- products
+# OpenBLAS's AVX-512 build (its SkylakeX kernels, as on the 2-core Xeon VM) computes a product of at most
+# SMALL_GEMM_MACS multiply-adds with its "small matrix" kernels, which read A and B where they lie; a bigger product
+# is first copied ("packed") into cache-sized panels. Packing pays when each panel serves a wide output; the
+# engine's narrow products have few output columns (a first layer's 16-32 filters, a last Dense layer's 10 units)
+# or few outputs in all (a first layer's dw), and there the copies cost more than the arithmetic. Cut into pieces
+# that each stay under the threshold, they ran faster. One thread, medians of rounds in turn, pieces against whole:
+# * products: S's Dense forward, (32, 10816) @ (10816, 10), 0.12 against 0.21 ms, and its dw, (10816, 32) @
+#   (32, 10), 0.13 against 0.19; R's first layer's dw and db, (10, 43264) @ (43264, 32), 0.43 against 0.72;
+# * first layers, forward (taps, GEMM, epilogue) / backward (dw, db): S's at 32 0.26 / 0.17 against 0.30 / 0.18
+#   ms; R's at 64 0.64 / 0.51 against 0.93 / 0.75; C's (27 taps) at 128 4.3 / 5.8 against 4.9 / 5.9; a 16->32
+#   layer by im2col (the demo model's, 15x15 at 32) 0.57 against 0.64 forward;
+# * whole training steps: S's 1.25 against 1.39 ms, R's 10.3 against 10.8, C's level (149 ms).
+# Wider products ran slower in pieces: im2col's (1820, 288) @ (288, 64) 0.89 against 0.70 ms, a Dense layer's
+# (64, 1600) @ (1600, 64) 0.17 against 0.14, and S's dx, (32, 10) @ (10, 10816), 0.15 against 0.13. So two cuts,
+# for the two kinds of narrow product:
+# * ``product_by_rows``, an output of at most NARROW_COLUMNS columns: slices of its rows, each number summed as it
+#   would be whole; an epilogue (bias, ReLU) then runs on each slice while the GEMM's output is still in cache;
+# * ``small_product``, at most SMALL_OUTPUT numbers out: pieces of the sum, added up (the same terms in another
+#   order).
+# Where BLAS has no such kernels (OpenBLAS's Haswell and Zen ones), a piece is an ordinary product: the cost is a
+# few microseconds of calls.
+SMALL_GEMM_MACS = 1_000_000
+NARROW_COLUMNS = 32
+SMALL_OUTPUT = 2048
+
+
+def _pieces(n: int, per: int) -> list[tuple[int, int]]:
+    """[s, e) ranges covering range(n), as even as can be, each at most ``per`` long (at least one long)."""
+    k = -(-n // max(1, per))
+    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
+def product_by_rows(a, b, out, epilogue=None):
+    """out = a @ b, (M, N), in slices of rows that each take at most SMALL_GEMM_MACS multiply-adds when N is at most
+    NARROW_COLUMNS (else whole); ``epilogue(rows)`` on each slice as it comes."""
+    M, K = a.shape
+    N = b.shape[1]
+    per = SMALL_GEMM_MACS // max(1, K * N) if N <= NARROW_COLUMNS else M
+    for s, e in _pieces(M, per):
+        np.matmul(a[s:e], b, out=out[s:e])
+        if epilogue is not None:
+            epilogue(out[s:e])
+    return out
+
+
 # NumPy's matmul (``@``) lets other threads run Python during its product only when the product has at least 500
 # outputs (numpy's threshold for releasing the GIL): a deep product with few outputs holds the GIL all the way
 # through. Here that is db (F outputs) and a first layer's dw (9 x 32 in the MNIST model, 0.4 ms at batch 32), and
 # the other slice's thread waits for them (two threads each running (9, 21632) @ (21632, 32): 2.1x one thread's
 # time; 16 rows instead of 9: 1.0x). np.dot releases it whatever the size.
 def small_product(a, b):
-    """a @ b, for products with few outputs and a long sum, without holding the GIL."""
+    """a @ b, for products with few outputs and a long sum, without holding the GIL; when a is a matrix and the
+    output has at most SMALL_OUTPUT numbers, in pieces of the sum of at most SMALL_GEMM_MACS multiply-adds."""
+    if a.ndim == 2 and a.shape[0] * b.shape[1] <= SMALL_OUTPUT:
+        (s, e), *rest = _pieces(a.shape[1], SMALL_GEMM_MACS // max(1, a.shape[0] * b.shape[1]))
+        out = np.dot(a[:, s:e], b[s:e])
+        for s, e in rest:
+            out += np.dot(a[:, s:e], b[s:e])
+        return out
     return np.dot(a, b)
 
 
@@ -727,13 +765,17 @@ def activation_backward(name, dout, cache, overwrite_dout=False):
     return dx
 
 
-# A dense layer is one GEMM: BLAS does it best, so the NumPy version is the fast one too; the forward pass adds
-# the fused epilogue.
+# A dense layer is one GEMM forward and two backward: BLAS does them, a narrow layer's (few units) in pieces
+# (``small_product``, ``product_by_rows``); the forward pass adds the fused epilogue.
 def dense_forward(x, w, b, activation=None):
     """x: (N, D), w: (D, M), b: (M,) or None -> out: (N, M) = x @ w + b, then ReLU if ``activation='relu'``."""
-    out = x @ w
+    out = small_product(x, w)
     _epilogue(out, b, activation)
     return out, (x, w)
 
 
-dense_backward = gemm.dense_backward
+def dense_backward(dout, cache, need_dx=True):
+    """dout: (N, M) -> dx: (N, D) (None unless ``need_dx``), dw: (D, M), db: (M,)"""
+    x, w = cache
+    dw = product_by_rows(x.T, dout, np.empty(w.shape, np.result_type(x, dout)))
+    return (dout @ w.T if need_dx else None), dw, dout.sum(axis=0)

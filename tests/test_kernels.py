@@ -65,17 +65,17 @@ def test_conv_matches_reference(engine, case):
 def test_numba_conv_paths_match_reference(path, case, chunk_bytes, need_dx, dtype, epilogue):
     # The Numba engine builds cols three ways: one row per output pixel (im2col), or for short patches one row per
     # kernel tap (im2col_taps), block by block or, when the whole batch's taps are small, once, kept with a row
-    # of ones for the backward pass (dw and db in one product; with need_dx the backward takes the blocks' way);
-    # the taps' GEMM runs in slices of rows. Force each in turn, with blocks and slices small enough that most
-    # batches need several; and its epilogue adds the bias and, fused, the ReLU, or neither.
+    # of ones for the backward pass (dw and db in one product; with need_dx the backward takes the blocks' way).
+    # Force each in turn, with blocks, and pieces of narrow products (``product_by_rows``, ``small_product``), small
+    # enough that most batches need several; and its epilogue adds the bias and, fused, the ReLU, or neither.
     N, H, W, C, F, kh, kw, stride, pad, seed = case
     rng = np.random.default_rng(seed)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((N, H, W, C), (kh, kw, C, F), (F,)))
     b = None if epilogue == "no bias" else b
     activation = "relu" if epilogue == "relu" else None
-    saved = cpu.SHORT_PATCH, cpu.CHUNK_BYTES, cpu.KEEP_TAPS_BYTES, cpu.OUT_SLICE_BYTES
+    saved = cpu.SHORT_PATCH, cpu.CHUNK_BYTES, cpu.KEEP_TAPS_BYTES, cpu.SMALL_GEMM_MACS
     cpu.SHORT_PATCH = 0 if path == "im2col" else 10**6
-    cpu.CHUNK_BYTES, cpu.OUT_SLICE_BYTES = chunk_bytes, chunk_bytes  # a short patch's GEMM runs in slices
+    cpu.CHUNK_BYTES, cpu.SMALL_GEMM_MACS = chunk_bytes, chunk_bytes  # narrow products go in pieces of this size
     cpu.KEEP_TAPS_BYTES = 10**9 if path == "kept_taps" else 0
     try:
         out, cache = cpu.conv2d_forward(x, w, b, stride, pad, activation=activation)
@@ -83,7 +83,7 @@ def test_numba_conv_paths_match_reference(path, case, chunk_bytes, need_dx, dtyp
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx, dw, db = cpu.conv2d_backward(dout, cache, need_dx)
     finally:
-        cpu.SHORT_PATCH, cpu.CHUNK_BYTES, cpu.KEEP_TAPS_BYTES, cpu.OUT_SLICE_BYTES = saved
+        cpu.SHORT_PATCH, cpu.CHUNK_BYTES, cpu.KEEP_TAPS_BYTES, cpu.SMALL_GEMM_MACS = saved
     ref_out, ref_cache = reference.conv2d_forward(x, w, b, stride, pad)
     if activation == "relu":
         ref_out = np.maximum(ref_out, 0)
@@ -498,6 +498,56 @@ def test_small_product_is_matmul(dtype):
     for a in (np.ones(500, dtype), cols.T, taps):
         got = cpu.small_product(a, d)
         assert got.dtype == np.dtype(dtype) and np.allclose(got, a @ d, rtol=1e-5 if dtype == "f4" else 1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    M=st.integers(1, 40),
+    K=st.integers(1, 40),
+    N=st.integers(1, 40),
+    macs=st.integers(1, 2000),
+    dtype=st.sampled_from(["f4", "f8"]),
+    seed=st.integers(0, 999),
+)
+def test_products_in_pieces_are_matmul(M, K, N, macs, dtype, seed):
+    # Narrow products run in pieces of at most SMALL_GEMM_MACS multiply-adds (OpenBLAS's small-matrix kernels):
+    # by rows of the output, with an epilogue on each slice, or, for a small output, by pieces of the sum
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    tol = 1e-5 if dtype == "f4" else 1e-12
+    saved = cpu.SMALL_GEMM_MACS, cpu.SMALL_OUTPUT
+    cpu.SMALL_GEMM_MACS, cpu.SMALL_OUTPUT = macs, 10**6
+    try:
+        seen = []
+        out = cpu.product_by_rows(a, b, np.empty((M, N), dtype), lambda rows: seen.append(rows.copy()))
+        sums = [cpu.small_product(lhs, b) for lhs in (a, np.ascontiguousarray(a.T).T)]  # and a transposed view
+    finally:
+        cpu.SMALL_GEMM_MACS, cpu.SMALL_OUTPUT = saved
+    assert np.allclose(out, a @ b, rtol=tol, atol=tol * K)
+    assert np.array_equal(np.concatenate(seen), out)  # the epilogue saw every row once, as written
+    assert len(seen) == (len(cpu._pieces(M, macs // (K * N))) if N <= cpu.NARROW_COLUMNS else 1)
+    for got in sums:
+        assert got.dtype == np.dtype(dtype) and np.allclose(got, a @ b, rtol=tol, atol=tol * K)
+
+
+def test_pieces_cover_the_range_evenly():
+    assert cpu._pieces(10, 4) == [(0, 3), (3, 6), (6, 10)]
+    assert cpu._pieces(10, 100) == [(0, 10)]
+    assert cpu._pieces(3, 0) == [(0, 1), (1, 2), (2, 3)]  # at least one row or term a piece
+
+
+@pytest.mark.parametrize("units", [3, 40])
+def test_dense_in_pieces_matches_reference(monkeypatch, units):
+    # A narrow Dense layer (few units) runs its forward product by pieces of the sum and dw by slices of rows
+    monkeypatch.setattr(cpu, "SMALL_GEMM_MACS", 50)
+    rng = np.random.default_rng(units)
+    x, w, b = rng.standard_normal((5, 60)), rng.standard_normal((60, units)), rng.standard_normal(units)
+    out, cache = cpu.dense_forward(x, w, b)
+    ref_out, ref_cache = reference.dense_forward(x, w, b)
+    assert relative_error(out, ref_out) < 1e-12
+    dout = rng.standard_normal(out.shape)
+    for got, want in zip(cpu.dense_backward(dout, cache), reference.dense_backward(dout, ref_cache), strict=True):
+        assert got.shape == want.shape and relative_error(got, want) < 1e-12
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
