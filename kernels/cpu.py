@@ -318,9 +318,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0), activation=None):
 
     Per block of images: cols = im2col(block) (rows, kh*kw*C), then the GEMM straight into ``out``'s rows (in
     slices, for 32 filters or fewer: ``product_by_rows``), and the bias (and ``activation='relu'``, if asked)
-    applied while those rows are still in cache. The cache keeps
-    ``x``, not ``cols``; a short patch's taps that fit KEEP_TAPS_BYTES are built in one block and kept too. A wide
-    3x3 layer at stride 1 runs Winograd's algorithm instead (``winograd_tile``).
+    applied while those rows are still in cache. The cache keeps ``x``, not ``cols``; a short patch's taps that fit
+    KEEP_TAPS_BYTES are built in one block and kept too. A wide 3x3 layer at stride 1 runs Winograd's algorithm
+    instead (``winograd_tile``).
     """
     N, H, W, C = x.shape
     kh, kw, _, F = w.shape
