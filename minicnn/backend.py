@@ -15,6 +15,10 @@ A backend is a plain namespace of functions with the signatures of ``minicnn.ker
 plus the losses and optimizer updates of ``kernels.losses`` and ``kernels.updates``. Layers, losses and optimizers
 call only these, so the same layer code runs on every backend; only the ``cuda`` backend needs ``numba-cuda``.
 
+An engine may also bring ``conv2d_relu_maxpool2x2_forward(x, w, b, stride, pad) -> pooled, cache`` and
+``conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout) -> dw, db``: a first Conv2D with ReLU and the 2x2
+max pooling after it as one kernel (the CPU engine does; ``minicnn.layers.fused`` uses them).
+
 ``fused_activations`` lists the activations that a backend's ``conv2d_forward`` and ``dense_forward`` apply
 themselves when passed ``activation=name``, right after the bias, with ``y`` as the activation's cache (the CPU
 and CUDA engines fuse ReLU; the others list none).
@@ -67,6 +71,14 @@ _KERNEL_NAMES = (
 )
 
 
+_OPTIONAL_NAMES = (
+    "activation_forward",
+    "activation_backward",
+    "conv2d_relu_maxpool2x2_forward",
+    "conv2d_relu_maxpool2x2_backward",
+)
+
+
 def _build(name: str) -> types.SimpleNamespace:
     if name == "cuda":
         from minicnn.kernels import cuda  # raises a clear error when numba-cuda or a GPU is missing
@@ -80,8 +92,8 @@ def _build(name: str) -> types.SimpleNamespace:
         from minicnn.kernels import cpu as module
     ns = _host_common()
     ns.update({k: getattr(module, k) for k in _KERNEL_NAMES})
-    # an engine may bring its own compiled activations (cpu.py does, for ReLU)
-    ns.update({k: getattr(module, k) for k in ("activation_forward", "activation_backward") if hasattr(module, k)})
+    # an engine may bring its own compiled activations (cpu.py does, for ReLU), and kernels that fuse layers
+    ns.update({k: getattr(module, k) for k in _OPTIONAL_NAMES if hasattr(module, k)})
     ns["fused_activations"] = getattr(module, "FUSED_ACTIVATIONS", ())
     return types.SimpleNamespace(name=name, **ns)
 

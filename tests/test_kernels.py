@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from minicnn.kernels import cpu, im2col, reference, sparse, winograd
 from minicnn.kernels.shapes import output_size, padding_amounts
-from minicnn.testing import relative_error
+from minicnn.testing import numerical_gradient, relative_error
 
 FAST = {"numpy": im2col, "numba": cpu}
 TOL = 1e-5
@@ -563,3 +563,54 @@ def test_sparse_backward_over_several_passes(padding):
     dw, dx = sparse.conv2d_dw_dx(x, dout, w, (1, 1), pad)
     ref_dx, ref_dw, _ = reference.conv2d_backward(dout, (x, w, (1, 1), pad))
     assert relative_error(dw, ref_dw) < 1e-12 and relative_error(dx, ref_dx) < 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    case=conv_case(),
+    macs=st.integers(1, 3000),
+    dtype=st.sampled_from(["f4", "f8"]),
+    bias=st.booleans(),
+    overwrite_dout=st.booleans(),
+)
+def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, overwrite_dout):
+    # The twin is the three reference layers in turn: convolution, ReLU, 2x2 max pooling, and back. Pieces as
+    # small as one image (SMALL_GEMM_MACS decides how many images a piece takes); odd output sizes leave a last
+    # row or column outside every window.
+    N, H, W, C, F, kh, kw, stride, pad, seed = case
+    Ho, Wo = output_size(H, W, kh, kw, stride, pad)
+    assume(Ho >= 2 and Wo >= 2)  # else no 2x2 window fits
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((N, H, W, C), (kh, kw, C, F), (F,)))
+    b = b if bias else None
+    saved, cpu.SMALL_GEMM_MACS = cpu.SMALL_GEMM_MACS, macs
+    try:
+        out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, stride, pad)
+        out = out.copy()
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout.copy(), cache, overwrite_dout)
+    finally:
+        cpu.SMALL_GEMM_MACS = saved
+    z, z_cache = reference.conv2d_forward(x, w, b, stride, pad)
+    y = np.maximum(z, 0)
+    ref_out, pool_cache = reference.maxpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0))
+    dz = reference.maxpool2d_backward(dout, pool_cache) * (y > 0)
+    _, ref_dw, ref_db = reference.conv2d_backward(dz, z_cache, need_dx=False)
+    tol = TOL if dtype == "f4" else 1e-12
+    assert out.shape == ref_out.shape and out.dtype == dw.dtype == db.dtype == np.dtype(dtype)
+    assert relative_error(out, ref_out) < tol
+    assert relative_error(dw, ref_dw) < tol and relative_error(db, ref_db) < tol
+
+
+def test_conv_relu_maxpool_fused_gradient_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((2, 9, 8, 2)), rng.standard_normal((3, 3, 2, 4)), rng.standard_normal(4) * 0.1
+    out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, (1, 1), (1, 1, 1, 1))
+    dout = rng.standard_normal(out.shape)
+    dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout, cache)
+
+    def f():
+        return cpu.conv2d_relu_maxpool2x2_forward(x, w, b, (1, 1), (1, 1, 1, 1))[0].copy()
+
+    assert relative_error(dw, numerical_gradient(f, w, dout)) < 1e-7
+    assert relative_error(db, numerical_gradient(f, b, dout)) < 1e-7
