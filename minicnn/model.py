@@ -26,6 +26,7 @@ from minicnn import losses as losses_module
 from minicnn import optimizers as optimizers_module
 from minicnn import parallel
 from minicnn.backend import get_backend
+from minicnn.layers import fused
 from minicnn.layers.base import Layer, LinearActivationLayer, _fmt
 from minicnn.layers.core import InputLayer
 from minicnn.utils import new_rng
@@ -164,8 +165,8 @@ class Sequential:
         layers = self.layers if layers is None else layers
         for layer in layers:  # the last pass's activations: free them before this pass allocates its own
             layer.cache = None
-        for layer in layers:
-            x = layer.forward(x, training=training)
+        for step in [*fused.steps(layers[:-1]), *layers[-1:]]:  # a first Conv2D(relu) + MaxPooling2D(2): one step
+            x = step.forward(x, training=training)
         return x
 
     def _fused(self) -> bool:
@@ -201,8 +202,8 @@ class Sequential:
         else:
             loss, dout = self.loss.forward(out, y)
             dout = last.backward(dout * weight if weight != 1 else dout)
-        for layer in reversed(layers[self._first_trainable : -1]):
-            dout = layer.backward(dout)
+        for step in reversed(fused.steps(layers[self._first_trainable : -1])):  # the same steps as _forward's
+            dout = step.backward(dout)
         return loss, out
 
     def _trainable_items(self):

@@ -4,7 +4,9 @@
 times each phase with ``time.perf_counter`` and reports medians, so that a learner sees which layer to optimise.
 The steps are real: the weights change, as in training. They run whole, on one thread with BLAS on every core
 (``minicnn.set_parallel('blas')``), so on several cores a model that ``minicnn.parallel`` cuts into slices of the
-batch, or runs on one core, trains at another speed than the 'step' line says.
+batch, or runs on one core, trains at another speed than the 'step' line says. And they run layer by layer: a
+first Conv2D(relu) and the MaxPooling2D(2) after it, which training runs as one kernel (``layers.fused``), show
+here as two layers, at the speed of the two kernels apart.
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""A Conv2D with ReLU and the 2x2 MaxPooling2D after it, run by the engine as one kernel.
+
+Most small image classifiers start the way the Keras MNIST example does: ``Conv2D(32, 3, activation='relu')``,
+then ``MaxPooling2D(2)``. That first convolution does little arithmetic and writes a big output, which the pooling
+reads, and whose gradient the backward pass writes and reads again. An engine that has
+``conv2d_relu_maxpool2x2_forward`` / ``_backward`` (the CPU engine: see ``kernels/cpu.py``, "conv + pool")
+runs the two layers in pieces of images that stay in the cache, and the full-size output is never written. The
+result is the same as the two layers one after the other, up to the order of the sums in dw.
+
+``steps(layers)`` is what a model runs: its layers, with each such pair replaced by a ``ConvReLUMaxPool``. A pair
+qualifies when the convolution needs no input gradient (it is the first layer with weights: the kernel has no dx),
+fuses ReLU, and the pooling is 2x2 at stride 2 without padding. The layers keep their weights and gradients; only
+the convolution's ``cache`` holds what the pair's backward needs. ``model.profile`` times the layers one by one,
+without this.
+"""
+
+from __future__ import annotations
+
+from .conv import Conv2D
+from .pool import MaxPooling2D
+
+FUSE = True  # False: every layer runs on its own (for comparisons)
+
+
+class ConvReLUMaxPool:
+    """Forward and backward of ``conv`` then ``pool`` through the engine's fused kernels."""
+
+    def __init__(self, conv: Conv2D, pool: MaxPooling2D):
+        self.conv, self.pool = conv, pool
+
+    @staticmethod
+    def fits(conv, pool) -> bool:
+        return (
+            FUSE
+            and isinstance(conv, Conv2D)
+            and isinstance(pool, MaxPooling2D)
+            and conv.activation == "relu"
+            and conv.trainable
+            and not conv.need_input_gradient
+            and hasattr(conv.backend, "conv2d_relu_maxpool2x2_forward")
+            and pool.pool_size == (2, 2)
+            and pool.strides == (2, 2)
+            and not any(pool.pad)
+        )
+
+    def forward(self, x, training: bool = False):
+        conv = self.conv
+        y, cache = conv.backend.conv2d_relu_maxpool2x2_forward(
+            x, conv.params["kernel"], conv.params.get("bias"), conv.strides, conv.pad
+        )
+        conv.cache, self.pool.cache = cache, None
+        return y
+
+    def backward(self, dout):
+        """dout: dL/d(pooled output) -> None (the convolution needs no input gradient); fills the conv's grads."""
+        conv = self.conv
+        dw, db = conv.backend.conv2d_relu_maxpool2x2_backward(dout, conv.cache, conv.may_overwrite_dout)
+        conv.store_grads(dw, db)
+        return None
+
+
+def steps(layers: list) -> list:
+    """``layers``, with each Conv2D(relu) + MaxPooling2D(2) pair that ``ConvReLUMaxPool.fits`` as one step. A
+    model leaves its last layer out (the loss reads that one's output and cache)."""
+    out, i = [], 0
+    while i < len(layers):
+        if i + 1 < len(layers) and ConvReLUMaxPool.fits(layers[i], layers[i + 1]):
+            out.append(ConvReLUMaxPool(layers[i], layers[i + 1]))
+            i += 2
+        else:
+            out.append(layers[i])
+            i += 1
+    return out
