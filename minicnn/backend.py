@@ -71,12 +71,9 @@ _KERNEL_NAMES = (
 )
 
 
-_OPTIONAL_NAMES = (
-    "activation_forward",
-    "activation_backward",
-    "conv2d_relu_maxpool2x2_forward",
-    "conv2d_relu_maxpool2x2_backward",
-)
+# kernels that run two layers as one, which an engine may leave out (the layers then run one by one)
+FUSED_LAYER_KERNELS = ("conv2d_relu_maxpool2x2_forward", "conv2d_relu_maxpool2x2_backward")
+_OPTIONAL_NAMES = ("activation_forward", "activation_backward", *FUSED_LAYER_KERNELS)
 
 
 def _build(name: str) -> types.SimpleNamespace:
