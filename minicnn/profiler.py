@@ -4,9 +4,8 @@
 times each phase with ``time.perf_counter`` and reports medians, so that a learner sees which layer to optimise.
 The steps are real: the weights change, as in training. They run whole, on one thread with BLAS on every core
 (``minicnn.set_parallel('blas')``), so on several cores a model that ``minicnn.parallel`` cuts into slices of the
-batch, or runs on one core, trains at another speed than the 'step' line says. And they run layer by layer: a
-first Conv2D(relu) and the MaxPooling2D(2) after it, which training runs as one kernel (``layers.fused``), show
-here as two layers, at the speed of the two kernels apart.
+batch, or runs on one core, trains at another speed than the 'step' line says. Layers that training runs as one
+step (a first Conv2D(relu) and its MaxPooling2D(2): ``layers.fused``) are timed as one, on one line.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
+from minicnn.layers import fused
 
 
 def profile(model, x, y, batch_size: int = 32, steps: int = 10, print_fn=print) -> dict:
@@ -24,32 +25,36 @@ def profile(model, x, y, batch_size: int = 32, steps: int = 10, print_fn=print) 
     model._require_compiled("profile")
     x, y = model._check_xy(x[:batch_size], y[:batch_size], "profile")
     xb, yb = model.backend.asarray(x, np.float32), model.backend.asarray(y, y.dtype)
-    n = len(model.layers)
+    layers = model.layers
+    # the steps of Sequential._forward and _forward_backward: the backward ones are the forward ones' tail
+    forward_steps = [*fused.steps(layers[:-1]), layers[-1]]
+    backward_steps = [*fused.steps(layers[model._first_trainable : -1]), layers[-1]]
+    first_back = len(forward_steps) - len(backward_steps)
+    n = len(forward_steps)
     fwd, bwd = np.zeros((steps, n)), np.zeros((steps, n))
     loss_t, opt_t, step_t = np.zeros(steps), np.zeros(steps), np.zeros(steps)
     for s in range(-1, steps):  # s = -1: warm-up, not recorded
         t_step = time.perf_counter()
-        for layer in model.layers:  # as Sequential._forward: the last pass's activations go first
+        for layer in layers:  # as Sequential._forward: the last pass's activations go first
             layer.cache = None
         out = xb
-        for i, layer in enumerate(model.layers):
+        for i, step in enumerate(forward_steps):
             t = time.perf_counter()
-            out = layer.forward(out, training=True)
+            out = step.forward(out, training=True)
             fwd[s, i] = time.perf_counter() - t
         t = time.perf_counter()
-        last = model.layers[-1]
+        last = layers[-1]
         if model._fused():
             _, dout = model.loss.forward_from_logits(last.logits, yb)
         else:
             _, dout = model.loss.forward(out, yb)
         loss_t[s] = time.perf_counter() - t
-        for i in range(n - 1, model._first_trainable - 1, -1):
+        for j in range(len(backward_steps) - 1, -1, -1):
             t = time.perf_counter()
-            layer = model.layers[i]
-            dout = (
-                layer.backward(dout, skip_activation=True) if (i == n - 1 and model._fused()) else layer.backward(dout)
-            )
-            bwd[s, i] = time.perf_counter() - t
+            step = backward_steps[j]
+            skip = step is last and model._fused()  # the loss gave dL/dz: as in Sequential._forward_backward
+            dout = step.backward(dout, skip_activation=True) if skip else step.backward(dout)
+            bwd[s, first_back + j] = time.perf_counter() - t
         t = time.perf_counter()
         model.optimizer.apply_gradients(model._trainable_items())
         opt_t[s] = time.perf_counter() - t
@@ -57,7 +62,7 @@ def profile(model, x, y, batch_size: int = 32, steps: int = 10, print_fn=print) 
     med = lambda a: float(np.median(a, axis=0)) if a.ndim == 1 else np.median(a, axis=0)
     result = {
         "layers": [
-            (layer.name, float(f), float(b)) for layer, f, b in zip(model.layers, med(fwd), med(bwd), strict=True)
+            (step.name, float(f), float(b)) for step, f, b in zip(forward_steps, med(fwd), med(bwd), strict=True)
         ],
         "loss": med(loss_t),
         "optimizer": med(opt_t),

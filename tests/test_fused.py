@@ -67,3 +67,20 @@ def test_fused_training_and_prediction_match_the_layers_one_by_one(shape, monkey
     assert np.allclose(loss_a, loss_b, rtol=1e-5)
     assert all(relative_error(a, b) < 1e-5 for a, b in zip(w_a, w_b, strict=True))
     assert relative_error(p_a, p_b) < 1e-5
+
+
+def test_profile_times_the_fused_pair_as_one_step_and_every_other_layer_apart(capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 10, 10, 1), dtype=np.float32), rng.integers(0, 3, 16)
+    m = model(layers.Rescaling(0.5, input_shape=(10, 10, 1)), conv(), layers.MaxPooling2D(), conv(padding="same"))
+    m.compile("adam", "sparse_categorical_crossentropy")
+    result = m.profile(x, y, batch_size=16, steps=3)
+    names = [name for name, _, _ in result["layers"]]
+    rescaling, conv_1, pool, conv_2, flatten, dense = (layer.name for layer in m.layers)
+    assert names == [rescaling, f"{conv_1} + {pool}", conv_2, flatten, dense]
+    times = {name: (f, b) for name, f, b in result["layers"]}
+    assert times[rescaling][1] == 0  # nothing to learn before the first layer with weights: no backward
+    assert all(f > 0 for f, _ in times.values()) and all(times[name][1] > 0 for name in names[1:])
+    assert result["step"] >= sum(f + b for f, b in times.values()) + result["loss"] + result["optimizer"]
+    printed = capsys.readouterr().out
+    assert f"{conv_1} + {pool}" in printed and "samples/s" in printed

@@ -10,8 +10,7 @@ result is the same as the two layers one after the other, up to the order of the
 ``steps(layers)`` is what a model runs: its layers, with each such pair replaced by a ``ConvReLUMaxPool``. A pair
 qualifies when the convolution needs no input gradient (it is the first layer with weights: the kernel has no dx),
 fuses ReLU, and the pooling is 2x2 at stride 2 without padding. The layers keep their weights and gradients; only
-the convolution's ``cache`` holds what the pair's backward needs. ``model.profile`` times the layers one by one,
-without this.
+the convolution's ``cache`` holds what the pair's backward needs. ``model.profile`` times the pair as one step.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ class ConvReLUMaxPool:
 
     def __init__(self, conv: Conv2D, pool: MaxPooling2D):
         self.conv, self.pool = conv, pool
+        self.name = f"{conv.name} + {pool.name}"  # as ``model.profile`` shows the step
 
     @staticmethod
     def fits(conv, pool) -> bool:
