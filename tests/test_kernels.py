@@ -572,25 +572,28 @@ def test_sparse_backward_over_several_passes(padding):
     dtype=st.sampled_from(["f4", "f8"]),
     bias=st.booleans(),
     overwrite_dout=st.booleans(),
+    keep_taps=st.booleans(),
 )
-def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, overwrite_dout):
+def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, overwrite_dout, keep_taps):
     # The twin is the three reference layers in turn: convolution, ReLU, 2x2 max pooling, and back. Pieces as
-    # small as one image (SMALL_GEMM_MACS decides how many images a piece takes); odd output sizes leave a last
-    # row or column outside every window.
+    # small as one image (SMALL_GEMM_MACS decides how many images a piece takes); the taps kept from the forward
+    # pass, or built again piece by piece; odd output sizes leave a last row or column outside every window.
     N, H, W, C, F, kh, kw, stride, pad, seed = case
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     assume(Ho >= 2 and Wo >= 2)  # else no 2x2 window fits
     rng = np.random.default_rng(seed)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((N, H, W, C), (kh, kw, C, F), (F,)))
     b = b if bias else None
-    saved, cpu.SMALL_GEMM_MACS = cpu.SMALL_GEMM_MACS, macs
+    saved = cpu.SMALL_GEMM_MACS, cpu.KEEP_TAPS_BYTES
+    cpu.SMALL_GEMM_MACS, cpu.KEEP_TAPS_BYTES = macs, (10**9 if keep_taps else 0)
     try:
         out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, stride, pad)
+        assert (cache[-1] is not None) == keep_taps
         out = out.copy()
         dout = rng.standard_normal(out.shape).astype(dtype)
         dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout.copy(), cache, overwrite_dout)
     finally:
-        cpu.SMALL_GEMM_MACS = saved
+        cpu.SMALL_GEMM_MACS, cpu.KEEP_TAPS_BYTES = saved
     z, z_cache = reference.conv2d_forward(x, w, b, stride, pad)
     y = np.maximum(z, 0)
     ref_out, pool_cache = reference.maxpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0))
