@@ -15,6 +15,7 @@ numbers" below).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -82,6 +83,7 @@ def rmsprop_update_reference(p, g, v, lr, rho=0.9, epsilon=1e-7):
 # (``_floor``) is the smallest value whose next step, a product by the rule's factor (``(0 - m) * (1 - beta_1)``),
 # is still a normal number. What is lost is below any effect on the weights: Adam's step for m at its floor is
 # about lr * 1.2e-37 / epsilon, some 1e-33.
+@functools.lru_cache(maxsize=64)  # np.finfo costs ~4 us a call; a step calls this twice per parameter
 def _floor(dtype, *factors) -> float:
     """The smallest magnitude whose products by each of ``factors`` (those above 0) are normal numbers of ``dtype``,
     and never below the smallest normal number itself."""
