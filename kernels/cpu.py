@@ -818,14 +818,11 @@ def conv2d_relu_maxpool2x2_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     per = max(1, SMALL_GEMM_MACS // ((K + 1) * P * F))  # images a piece
     small = (K + 1) * N * P * x.itemsize <= KEEP_TAPS_BYTES  # the batch's [taps; ones], kept for the backward
     kept = _taps_and_ones(x, kh, kw, stride, pad) if small else None
-    taps_buf, z = buffers.empty((K * per * P,), dtype), buffers.empty((per * P, F), dtype)
+    z = buffers.empty((per * P, F), dtype)
     for s, e in _pieces(N, per):
         r = (e - s) * P
-        if kept is not None:
-            taps = kept[:K, s * P : e * P]
-        else:
-            taps = im2col_taps(x[s:e], kh, kw, stride, pad, out=taps_buf[: K * r])  # (K, r)
-        np.matmul(taps.T, w2, out=z[:r])
+        cols = kept[:K, s * P : e * P].T if kept is not None else _cols(x[s:e], kh, kw, stride, pad)  # (r, K)
+        np.matmul(cols, w2, out=z[:r])
         _maxpool2x2_forward(z[:r].reshape(e - s, Ho, Wo, F), pooled[s:e], argmax[s:e])
     _epilogue(pooled.reshape(-1, F), b, "relu")
     return pooled, (x, w, stride, pad, pooled, argmax, kept)
@@ -843,16 +840,12 @@ def conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout=False):
     dout = np.ascontiguousarray(dout, dtype)
     g = activation_backward("relu", dout, pooled, overwrite_dout)  # ReLU's derivative, on the pooled grid
     per = max(1, SMALL_GEMM_MACS // ((K + 1) * P * F))
-    taps_buf, dz = buffers.empty(((K + 1) * per * P,), dtype), buffers.empty((per * P, F), dtype)
+    dz = buffers.empty((per * P, F), dtype)
     dwdb = np.zeros((K + 1, F), dtype)
     for s, e in _pieces(N, per):
         r = (e - s) * P
         _maxpool2x2_backward(g[s:e], argmax[s:e], dz[:r].reshape(e - s, Ho, Wo, F))
-        if kept is not None:
-            taps = kept[:, s * P : e * P]
-        else:
-            taps = taps_buf[: (K + 1) * r].reshape(K + 1, r)
-            im2col_taps(x[s:e], kh, kw, stride, pad, out=taps[:K])
-            taps[K] = 1  # a row of ones: db = the column sums of dz, from the same product
+        # [taps; ones]: db = the column sums of dz, from the same product
+        taps = kept[:, s * P : e * P] if kept is not None else _taps_and_ones(x[s:e], kh, kw, stride, pad)
         dwdb += np.dot(taps, dz[:r])
     return dwdb[:-1].reshape(w.shape), dwdb[-1]

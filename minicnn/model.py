@@ -168,9 +168,15 @@ class Sequential:
         layers = self.layers if layers is None else layers
         for layer in layers:  # the last pass's activations: free them before this pass allocates its own
             layer.cache = None
-        for step in [*fused.steps(layers[:-1]), *layers[-1:]]:  # a first Conv2D(relu) + MaxPooling2D(2): one step
+        for step in self._steps(layers):
             x = step.forward(x, training=training)
         return x
+
+    @staticmethod
+    def _steps(layers, first: int = 0) -> list:
+        """What a pass over ``layers[first:]`` runs: the layers, a first Conv2D(relu) and the MaxPooling2D(2) after
+        it as one step (``layers.fused``); the last layer always on its own (the loss reads it)."""
+        return [*fused.steps(layers[first:-1]), *layers[-1:]]
 
     def _fused(self) -> bool:
         last = self.layers[-1]
@@ -205,7 +211,7 @@ class Sequential:
         else:
             loss, dout = self.loss.forward(out, y)
             dout = last.backward(dout * weight if weight != 1 else dout)
-        for step in reversed(fused.steps(layers[self._first_trainable : -1])):  # the same steps as _forward's
+        for step in reversed(self._steps(layers, self._first_trainable)[:-1]):  # the same steps as _forward's
             dout = step.backward(dout)
         return loss, out
 

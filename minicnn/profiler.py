@@ -14,8 +14,6 @@ import time
 
 import numpy as np
 
-from minicnn.layers import fused
-
 
 def profile(model, x, y, batch_size: int = 32, steps: int = 10, print_fn=print) -> dict:
     """Median seconds per phase over ``steps`` training steps on the first ``batch_size`` samples.
@@ -27,8 +25,7 @@ def profile(model, x, y, batch_size: int = 32, steps: int = 10, print_fn=print) 
     xb, yb = model.backend.asarray(x, np.float32), model.backend.asarray(y, y.dtype)
     layers = model.layers
     # the steps of Sequential._forward and _forward_backward: the backward ones are the forward ones' tail
-    forward_steps = [*fused.steps(layers[:-1]), layers[-1]]
-    backward_steps = [*fused.steps(layers[model._first_trainable : -1]), layers[-1]]
+    forward_steps, backward_steps = model._steps(layers), model._steps(layers, model._first_trainable)
     first_back = len(forward_steps) - len(backward_steps)
     n = len(forward_steps)
     fwd, bwd = np.zeros((steps, n)), np.zeros((steps, n))
