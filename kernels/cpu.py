@@ -782,27 +782,34 @@ def dense_backward(dout, cache, need_dx=True):
 
 
 # ---------------------------------------------------------------------------------------------------- conv + pool
-# A first layer (1 or 3 channels in) followed by MaxPooling2D(2), as in most small image classifiers (the MNIST
-# model R: Conv2D(32, 3, relu) on 28x28x1, then 2x2 pooling), does little arithmetic on a big output: R's first
-# layer at batch 64 writes 5.5 MB (26x26x32 floats an image) that its pooling reads, and the backward pass writes
-# the pooling's 5.5 MB dx, reads it and the output again for ReLU's derivative, and once more for dw. Most of its
-# time went into moving those bytes. Run as one kernel, a piece of images at a time, the full-size output and its
-# gradient live only in a cache-sized buffer:
+# A Conv2D(relu) followed by MaxPooling2D(2), as in most small image classifiers, writes a full-size output that
+# the pooling reads once and nobody reads again, and in the backward pass a full-size gradient that ReLU's
+# derivative reads and writes again. Run as one pair of kernels, the convolution's output is never written:
+# the pooling takes each window's maximum while the output is still in cache, and writes a quarter of it. The bias
+# and ReLU come after, on the pooled grid, 4x smaller: the bias is the same across a window, and ReLU commutes with
+# max, relu(max(z) + b) = max(relu(z + b)). In the backward pass ReLU's derivative runs on the pooled grid too
+# (the winner is the element it was taken from, y > 0 there exactly when the pooled value is > 0).
 #
-# * forward, per piece: the taps, z = taps^T @ w (the piece's rows, in cache), then 2x2 max pooling of z straight
-#   into the pooled output (and the winners' places). Bias and ReLU come after, on the pooled grid, 4x smaller:
-#   the bias is the same across a window, and ReLU commutes with max, relu(max(z) + b) = max(relu(z + b));
-# * backward: ReLU's derivative on the pooled grid (the winner is the element it was taken from, y > 0 there
-#   exactly when the pooled value is > 0), then per piece: the pooling's dz into the cache-sized buffer, the
-#   taps again, and [dw; db] += [taps; ones] @ dz. A first layer needs no dx, so nothing full-size is written.
+# * A first layer (1 or 3 channels in: the MNIST model R's Conv2D(32, 3, relu) on 28x28x1 writes 5.5 MB at batch
+#   64) does little arithmetic on that big output. Forward, per piece of whole images: the taps, z = taps^T @ w
+#   (in cache), then 2x2 pooling of z straight into the pooled output (and the winners' places). It needs no dx,
+#   so the backward works per piece too: the pooling's dz into a cache-sized buffer, the taps again, and
+#   [dw; db] += [taps; ones] @ dz; nothing full-size is written. Pieces as many images as keep each product under
+#   SMALL_GEMM_MACS. When the whole batch's [taps; ones] take at most KEEP_TAPS_BYTES, they are built once and
+#   kept for the backward pass, as ``conv2d_forward`` keeps them (R's training step, in turn: 1.5-2% faster than
+#   building them twice). R's first layer and pooling at batch 64, forward and backward, one thread, ten rounds in
+#   turn: 1.67-2.32 ms against 2.50-3.06 as separate kernels (medians 2.30 against 3.04, on a slow spell).
+# * A wide 3x3 layer (Winograd's: ``winograd_tile``) pools inside its output transform
+#   (``winograd.conv3x3_maxpool2x2``): each 2x2 window lies inside one tile. Its backward needs the full-size dz
+#   for dx and dw: the pooling's dz, then ``conv2d_backward`` (behind the pooling most of dz is zero, and a
+#   'valid' layer's dx and dw go by the sparse kernel). What it saves is the output's write and read, and ReLU's
+#   full-size pass: R's training step 9.07 against 9.33 ms on one thread (its 32->64 layer; medians of 3 x 40
+#   rounds in turn, 2-core Xeon VM), its inference at 256 10.9 against 12.3; the CIFAR model C's (two pairs)
+#   134.5 against 139.6 and 78.2 against 84.4. On two threads, R's step 6.5-6.8 against 6.6-6.8 ms, C's 78-88
+#   against 82-90.
+# * Any other layer (needing dx) takes the first layer's forward, and the Winograd layer's backward.
 #
-# Pieces of whole images (the windows never straddle two), as many as keep each product under SMALL_GEMM_MACS.
-# When the whole batch's [taps; ones] take at most KEEP_TAPS_BYTES, they are built once and kept for the backward
-# pass, as ``conv2d_forward`` keeps them (R's training step, in turn: 1.5-2% faster than building them twice).
-# R's first layer and pooling at batch 64, forward and backward, one thread, ten rounds in turn: 1.67-2.32 ms
-# against 2.50-3.06 as separate kernels (medians 2.30 against 3.04, on a slow spell of the 2-core Xeon VM). The model
-# runs a Conv2D(relu) and a MaxPooling2D(2) after it through this pair of kernels when the convolution needs no
-# dx (it is the first trainable layer): ``minicnn.layers.fused``.
+# ``minicnn.layers.fused`` runs a Conv2D(relu) and the MaxPooling2D(2) after it through this pair of kernels.
 def conv2d_relu_maxpool2x2_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> pooled: (N, Ho // 2, Wo // 2, F), cache: the output
     of ``conv2d_forward(x, w, b, stride, pad, activation='relu')`` put through ``maxpool2d_forward`` (2x2,
@@ -812,6 +819,11 @@ def conv2d_relu_maxpool2x2_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     dtype = np.result_type(x.dtype, w.dtype)
     x, w2 = np.ascontiguousarray(x, dtype), np.asarray(w, dtype).reshape(-1, F)
+    tile = winograd_tile(C, F, kh, kw, stride, Ho, Wo)
+    if tile:  # a wide 3x3 layer: the pooling runs inside Winograd's output transform
+        pooled, argmax = winograd.conv3x3_maxpool2x2(x, np.asarray(w, dtype), pad, m=tile)
+        _epilogue(pooled.reshape(-1, F), b, "relu")
+        return pooled, (x, w, stride, pad, pooled, argmax, None)
     K, P = kh * kw * C, Ho * Wo
     pooled = buffers.empty((N, Ho // 2, Wo // 2, F), dtype)
     argmax = buffers.empty(pooled.shape, np.int32)
@@ -828,9 +840,10 @@ def conv2d_relu_maxpool2x2_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     return pooled, (x, w, stride, pad, pooled, argmax, kept)
 
 
-def conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout=False):
-    """dout: dL/dpooled (N, Ho // 2, Wo // 2, F) -> dw: (kh, kw, C, F), db: (F,); as the three backward passes
-    (pooling, ReLU, convolution without dx) in turn. ``overwrite_dout``: ReLU's derivative may go into dout."""
+def conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout=False, need_dx=False):
+    """dout: dL/dpooled (N, Ho // 2, Wo // 2, F) -> dx: (N, H, W, C) (None unless ``need_dx``), dw: (kh, kw, C, F),
+    db: (F,); as the three backward passes (pooling, ReLU, convolution) in turn. ``overwrite_dout``: ReLU's
+    derivative may go into dout."""
     x, w, stride, pad, pooled, argmax, kept = cache
     N, H, W, C = x.shape
     kh, kw, _, F = w.shape
@@ -839,6 +852,11 @@ def conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout=False):
     dtype = x.dtype
     dout = np.ascontiguousarray(dout, dtype)
     g = activation_backward("relu", dout, pooled, overwrite_dout)  # ReLU's derivative, on the pooled grid
+    winograd_forward = kept is None and winograd_tile(C, F, kh, kw, stride, Ho, Wo)
+    if need_dx or winograd_forward:  # the full-size dz, then the convolution's own backward pass
+        dz = buffers.empty((N, Ho, Wo, F), dtype)
+        _maxpool2x2_backward(g, argmax, dz)
+        return conv2d_backward(dz, (x, w, stride, pad), need_dx)
     per = max(1, SMALL_GEMM_MACS // ((K + 1) * P * F))
     dz = buffers.empty((per * P, F), dtype)
     dwdb = np.zeros((K + 1, F), dtype)
@@ -848,4 +866,4 @@ def conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout=False):
         # [taps; ones]: db = the column sums of dz, from the same product
         taps = kept[:, s * P : e * P] if kept is not None else _taps_and_ones(x[s:e], kh, kw, stride, pad)
         dwdb += np.dot(taps, dz[:r])
-    return dwdb[:-1].reshape(w.shape), dwdb[-1]
+    return None, dwdb[:-1].reshape(w.shape), dwdb[-1]

@@ -409,16 +409,32 @@ def conv3x3(x, w, b=None, pad=(1, 1, 1, 1), relu=False, m=2):
     ``out`` adding the bias (and ReLU if ``relu``) on the way.
     """
     dtype = np.result_type(x.dtype, w.dtype)
-    x, w = np.ascontiguousarray(x, dtype), np.asarray(w, dtype)
-    N, H, W, C = x.shape
-    F = w.shape[3]
-    pt, pb, pl, pr = pad
-    Ho, Wo = H + pt + pb - 2, W + pl + pr - 2
+    N, Ho, Wo, F = _output_shape(x, w, pad)
     th, tw = tiles(Ho, Wo, m)
-    input_transform, output_transform, _ = TRANSFORMS[m]
-    U = transform_kernel(w, m)
+    output_transform = TRANSFORMS[m][1]
     bias = np.zeros(0, dtype) if b is None else np.asarray(b, dtype)
     out = buffers.empty((N, Ho, Wo, F), dtype)
+    for s, e, M in _products(x, w, pad, m):
+        output_transform(M, th, tw, bias, relu, out[s:e])
+    return out
+
+
+def _output_shape(x, w, pad) -> tuple[int, int, int, int]:
+    """(N, Ho, Wo, F) of a 3x3, stride-1 convolution of x by w with ``pad`` = (top, bottom, left, right)."""
+    N, H, W, _ = x.shape
+    return N, H + pad[0] + pad[1] - 2, W + pad[2] + pad[3] - 2, w.shape[3]
+
+
+def _products(x, w, pad, m):
+    """The forward pass up to the output transform: for each block of images s:e, (s, e, M) with M = V @ U, the
+    products of its tiles, ((m+2)^2, tiles, F). M lives in a buffer the next block overwrites."""
+    dtype = np.result_type(x.dtype, w.dtype)
+    x, w = np.ascontiguousarray(x, dtype), np.asarray(w, dtype)
+    N, Ho, Wo, F = _output_shape(x, w, pad)
+    C = x.shape[3]
+    th, tw = tiles(Ho, Wo, m)
+    input_transform = TRANSFORMS[m][0]
+    U = transform_kernel(w, m)
     step = _images_per_block(th, tw, C, x.itemsize, m)
     n, a2 = min(step, N), (m + 2) ** 2
     xp = buffers.empty((n, m * th + 2, m * tw + 2, C), dtype)
@@ -427,11 +443,130 @@ def conv3x3(x, w, b=None, pad=(1, 1, 1, 1), relu=False, m=2):
     for s in range(0, N, step):
         e = min(s + step, N)
         T = (e - s) * th * tw
-        _pad_into(x[s:e], pt, pl, xp[: e - s])
+        _pad_into(x[s:e], pad[0], pad[2], xp[: e - s])
         input_transform(xp[: e - s], th, tw, V[:, :T])
         np.matmul(V[:, :T], U, out=M[:, :T])
-        output_transform(M[:, :T], th, tw, bias, relu, out[s:e])
-    return out
+        yield s, e, M[:, :T]
+
+
+# ------------------------------------------------------------------------------------ with a 2x2 max pooling after
+# A convolution that a 2x2 max pooling (stride 2) follows need not write its output: with an even tile size each
+# pooling window lies inside one tile, so the output transform can take each window's maximum as it goes and write
+# only that and its place, a quarter of the output. The bias and ReLU come after, on the pooled grid (as in
+# ``cpu.conv2d_relu_maxpool2x2_forward``: max(z) + b = max(z + b), and ReLU commutes with max). The window's
+# values are computed as the plain output transforms compute them, and compared as ``cpu._maxpool2x2_forward``
+# compares them: the first maximum in row-major order wins, its flat index r * Wo + s in the output plane kept.
+def conv3x3_maxpool2x2(x, w, pad=(1, 1, 1, 1), m=2):
+    """x: (N, H, W, C), w: (3, 3, C, F) -> pooled: (N, Ho // 2, Wo // 2, F), the 2x2 maxima of the convolution
+    (no bias), and argmax: the winners' flat indices in the (Ho, Wo) output plane, int32. m: 2 or 4."""
+    dtype = np.result_type(x.dtype, w.dtype)
+    N, Ho, Wo, F = _output_shape(x, w, pad)
+    th, tw = tiles(Ho, Wo, m)
+    pooled = buffers.empty((N, Ho // 2, Wo // 2, F), dtype)
+    argmax = buffers.empty(pooled.shape, np.int32)
+    transform = POOLED_OUTPUT_TRANSFORMS[m]
+    for s, e, M in _products(x, w, pad, m):
+        transform(M, th, tw, Wo, pooled[s:e], argmax[s:e])
+    return pooled, argmax
+
+
+@njit(cache=True, nogil=True)
+def _max4(v0, v1, v2, v3, at, W):
+    """The maximum of a 2x2 window's values (top left, top right, bottom left, bottom right) and its flat index,
+    ``at`` being the top left's: the first maximum on ties."""
+    best, k = v0, at
+    if v1 > best:
+        best, k = v1, at + 1
+    if v2 > best:
+        best, k = v2, at + W
+    if v3 > best:
+        best, k = v3, at + W + 1
+    return best, k
+
+
+@njit(cache=True, nogil=True)
+def _output_transform_maxpool2x2(M, th, tw, Wo, pooled, argmax):
+    """F(2x2, 3x3): each tile's 2x2 outputs, A^T m A, are one pooling window."""
+    N, Hp, Wp, F = pooled.shape
+    tmp = np.empty((2, 4, F), M.dtype)  # A^T m: the row transform
+    t = 0
+    for n in range(N):
+        for i in range(th):
+            for j in range(tw):
+                if i < Hp and j < Wp:
+                    for q in range(4):
+                        for f in range(F):
+                            m1, m2 = M[4 + q, t, f], M[8 + q, t, f]
+                            tmp[0, q, f] = M[q, t, f] + m1 + m2
+                            tmp[1, q, f] = m1 - m2 - M[12 + q, t, f]
+                    at = 2 * i * Wo + 2 * j
+                    for f in range(F):
+                        v0 = tmp[0, 0, f] + tmp[0, 1, f] + tmp[0, 2, f]
+                        v1 = tmp[0, 1, f] - tmp[0, 2, f] - tmp[0, 3, f]
+                        v2 = tmp[1, 0, f] + tmp[1, 1, f] + tmp[1, 2, f]
+                        v3 = tmp[1, 1, f] - tmp[1, 2, f] - tmp[1, 3, f]
+                        pooled[n, i, j, f], argmax[n, i, j, f] = _max4(v0, v1, v2, v3, at, Wo)
+                t += 1
+
+
+@njit(cache=True, nogil=True)
+def _output_transform4_maxpool2x2(M, th, tw, Wo, pooled, argmax):
+    """F(4x4, 3x3): each tile's 4x4 outputs hold 2x2 pooling windows; those inside the pooled grid are pooled."""
+    N, Hp, Wp, F = pooled.shape
+    two, four, eight = M.dtype.type(2), M.dtype.type(4), M.dtype.type(8)
+    tmp = np.empty((4, 6, F), M.dtype)  # A^T m: the row transform
+    t = 0
+    for n in range(N):
+        for i in range(th):
+            for j in range(tw):
+                for q in range(6):
+                    m0, m1, m2 = M[q, t], M[6 + q, t], M[12 + q, t]
+                    m3, m4, m5 = M[18 + q, t], M[24 + q, t], M[30 + q, t]
+                    t0, t1, t2, t3 = tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q]
+                    for f in range(F):
+                        t0[f] = m0[f] + m1[f] + m2[f] + m3[f] + m4[f]
+                        t1[f] = m1[f] - m2[f] + two * (m3[f] - m4[f])
+                        t2[f] = m1[f] + m2[f] + four * (m3[f] + m4[f])
+                        t3[f] = m1[f] - m2[f] + eight * (m3[f] - m4[f]) + m5[f]
+                for a in range(2):  # the tile's two rows of windows: its output rows 2a and 2a + 1
+                    pi = 2 * i + a
+                    if pi >= Hp:
+                        break
+                    at = 2 * pi * Wo + 4 * j  # the flat index of the left window's top left
+                    u0, u1, u2, u3, u4, u5 = (
+                        tmp[2 * a, 0],
+                        tmp[2 * a, 1],
+                        tmp[2 * a, 2],
+                        tmp[2 * a, 3],
+                        tmp[2 * a, 4],
+                        tmp[2 * a, 5],
+                    )
+                    d0, d1, d2, d3, d4, d5 = (
+                        tmp[2 * a + 1, 0],
+                        tmp[2 * a + 1, 1],
+                        tmp[2 * a + 1, 2],
+                        tmp[2 * a + 1, 3],
+                        tmp[2 * a + 1, 4],
+                        tmp[2 * a + 1, 5],
+                    )
+                    if 2 * j < Wp:  # the left window: the tile's columns 0 and 1
+                        for f in range(F):
+                            v0 = u0[f] + u1[f] + u2[f] + u3[f] + u4[f]
+                            v1 = u1[f] - u2[f] + two * (u3[f] - u4[f])
+                            v2 = d0[f] + d1[f] + d2[f] + d3[f] + d4[f]
+                            v3 = d1[f] - d2[f] + two * (d3[f] - d4[f])
+                            pooled[n, pi, 2 * j, f], argmax[n, pi, 2 * j, f] = _max4(v0, v1, v2, v3, at, Wo)
+                    if 2 * j + 1 < Wp:  # the right window: columns 2 and 3
+                        for f in range(F):
+                            v0 = u1[f] + u2[f] + four * (u3[f] + u4[f])
+                            v1 = u1[f] - u2[f] + eight * (u3[f] - u4[f]) + u5[f]
+                            v2 = d1[f] + d2[f] + four * (d3[f] + d4[f])
+                            v3 = d1[f] - d2[f] + eight * (d3[f] - d4[f]) + d5[f]
+                            pooled[n, pi, 2 * j + 1, f], argmax[n, pi, 2 * j + 1, f] = _max4(v0, v1, v2, v3, at + 2, Wo)
+                t += 1
+
+
+POOLED_OUTPUT_TRANSFORMS = {2: _output_transform_maxpool2x2, 4: _output_transform4_maxpool2x2}
 
 
 def conv3x3_dw(x, dout, pad=(1, 1, 1, 1), m=2):

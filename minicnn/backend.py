@@ -16,8 +16,8 @@ plus the losses and optimizer updates of ``kernels.losses`` and ``kernels.update
 call only these, so the same layer code runs on every backend; only the ``cuda`` backend needs ``numba-cuda``.
 
 An engine may also bring ``conv2d_relu_maxpool2x2_forward(x, w, b, stride, pad) -> pooled, cache`` and
-``conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout) -> dw, db``: a first Conv2D with ReLU and the 2x2
-max pooling after it as one kernel (the CPU engine does; ``minicnn.layers.fused`` uses them).
+``conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout, need_dx) -> dx, dw, db``: a Conv2D with ReLU and
+the 2x2 max pooling after it as one kernel (the CPU engine does; ``minicnn.layers.fused`` uses them).
 
 ``fused_activations`` lists the activations that a backend's ``conv2d_forward`` and ``dense_forward`` apply
 themselves when passed ``activation=name``, right after the bias, with ``y`` as the activation's cache (the CPU

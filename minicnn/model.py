@@ -10,8 +10,8 @@ One training step, as data flows (``train_on_batch``):
 4. each layer's ``backward(dout)`` in reverse fills its ``grads`` and returns dL/d(its input);
 5. the optimizer updates every ``params[key]`` in place from ``grads[key]``.
 
-In 2 and 4 a first Conv2D(relu) and the MaxPooling2D(2) after it run as one step, on an engine with a kernel for
-the pair (``layers.fused``): the same maths, without writing the convolution's full output.
+In 2 and 4 a Conv2D(relu) and the MaxPooling2D(2) after it run as one step, on an engine with a kernel for the
+pair (``layers.fused``): the same maths, without writing the convolution's full output.
 
 Shapes, dtypes, NaNs and labels are checked once, at the edge (``fit``, ``evaluate``, ``predict``); the loop
 itself assumes valid input.

@@ -1,4 +1,4 @@
-"""A first Conv2D(relu) and the MaxPooling2D(2) after it run as one kernel: where it applies, and that training and
+"""A Conv2D(relu) and the MaxPooling2D(2) after it run as one kernel: where it applies, and that training and
 prediction come out as with the two layers one after the other."""
 
 import numpy as np
@@ -18,15 +18,23 @@ def conv(**kwargs):
     return layers.Conv2D(4, 3, **{"activation": "relu", **kwargs})
 
 
+def wide(**kwargs):  # 32 channels in and out: a 3x3 layer that Winograd's algorithm runs
+    return layers.Conv2D(32, 3, **{"activation": "relu", **kwargs})
+
+
 def kinds(m):
     return [type(step).__name__ for step in fused.steps(m.layers[:-1])]
 
 
-def test_a_first_conv_relu_and_its_2x2_pooling_are_one_step():
+def test_a_conv_relu_and_its_2x2_pooling_are_one_step():
     m = model(conv(input_shape=(9, 9, 1)), layers.MaxPooling2D())
     assert kinds(m) == ["ConvReLUMaxPool", "Flatten"]
     m = model(layers.Rescaling(1 / 255, input_shape=(9, 9, 3)), conv(), layers.MaxPooling2D(2))
-    assert kinds(m) == ["Rescaling", "ConvReLUMaxPool", "Flatten"]  # still the first layer with weights
+    assert kinds(m) == ["Rescaling", "ConvReLUMaxPool", "Flatten"]
+    m = model(conv(input_shape=(12, 12, 1)), conv(), layers.MaxPooling2D())  # the second conv needs its dx
+    assert kinds(m) == ["Conv2D", "ConvReLUMaxPool", "Flatten"]
+    m = model(conv(input_shape=(20, 20, 1)), layers.MaxPooling2D(), conv(), layers.MaxPooling2D())
+    assert kinds(m) == ["ConvReLUMaxPool", "ConvReLUMaxPool", "Flatten"]
 
 
 @pytest.mark.parametrize(
@@ -38,7 +46,6 @@ def test_a_first_conv_relu_and_its_2x2_pooling_are_one_step():
         lambda: [conv(input_shape=(9, 9, 1)), layers.MaxPooling2D(2, strides=1)],
         lambda: [conv(input_shape=(9, 9, 1)), layers.MaxPooling2D(padding="same")],
         lambda: [conv(input_shape=(9, 9, 1)), layers.AveragePooling2D()],
-        lambda: [conv(input_shape=(12, 12, 1)), conv(), layers.MaxPooling2D()],  # the second conv needs its dx
     ],
 )
 def test_other_layers_run_one_by_one(first):
@@ -51,14 +58,23 @@ def test_not_on_engines_without_the_kernel():
     assert "ConvReLUMaxPool" not in kinds(m)
 
 
-@pytest.mark.parametrize("shape", [(12, 12, 1), (11, 13, 3)])  # odd sizes: a last row/column outside the windows
-def test_fused_training_and_prediction_match_the_layers_one_by_one(shape, monkeypatch):
+@pytest.mark.parametrize(
+    "shape, first",
+    [
+        ((12, 12, 1), lambda: [conv(padding="same"), layers.MaxPooling2D()]),
+        ((11, 13, 3), lambda: [conv(padding="same"), layers.MaxPooling2D()]),  # a last row/column outside the windows
+        ((13, 14, 2), lambda: [conv(), conv(), layers.MaxPooling2D()]),  # the pair's conv needs dx
+        ((14, 15, 3), lambda: [wide(), wide(), layers.MaxPooling2D()]),  # Winograd; dx sparse or by col2im
+        ((12, 12, 2), lambda: [wide(), wide(padding="same"), layers.MaxPooling2D()]),  # Winograd; dx by Winograd
+    ],
+)
+def test_fused_training_and_prediction_match_the_layers_one_by_one(shape, first, monkeypatch):
     rng = np.random.default_rng(0)
     x, y = rng.random((20, *shape), dtype=np.float32), rng.integers(0, 3, 20)
     results = {}
     for fuse in (True, False):
         monkeypatch.setattr(fused, "FUSE", fuse)
-        m = model(conv(input_shape=shape, padding="same"), layers.MaxPooling2D(), seed=1)
+        m = model(layers.InputLayer(shape), *first(), seed=1)
         m.compile("adam", "sparse_categorical_crossentropy")
         history = m.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
         assert ("ConvReLUMaxPool" in kinds(m)) == fuse

@@ -159,6 +159,33 @@ def test_winograd_matches_reference(case, block_bytes, epilogue, dtype, m):
     dtype=st.sampled_from(["f4", "f8"]),
     m=st.sampled_from([2, 4]),
 )
+def test_winograd_with_pooling_is_the_convolution_then_the_pooling(case, block_bytes, dtype, m):
+    # The output transform that pools each 2x2 window as it goes: the same maxima, bit for bit, and the same
+    # winners as conv3x3 then the 2x2 max pooling; odd sizes leave a last row or column (or a tile) out.
+    N, H, W, C, F, pad, seed = case
+    Ho, Wo = H + pad[0] + pad[1] - 2, W + pad[2] + pad[3] - 2
+    assume(Ho >= 2 and Wo >= 2)
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((N, H, W, C)).astype(dtype), rng.standard_normal((3, 3, C, F)).astype(dtype)
+    x[0] = x[0, :1, :1]  # a flat image: a window's values equal, or nearly, away from the padding
+    saved, winograd.BLOCK_BYTES = winograd.BLOCK_BYTES, block_bytes
+    try:
+        pooled, argmax = winograd.conv3x3_maxpool2x2(x, w, pad, m=m)
+        z = winograd.conv3x3(x, w, None, pad, m=m)
+    finally:
+        winograd.BLOCK_BYTES = saved
+    want, (_, want_argmax, _) = cpu.maxpool2d_forward(z)
+    assert pooled.dtype == np.dtype(dtype) and argmax.dtype == np.int32
+    assert np.array_equal(pooled, want) and np.array_equal(argmax, want_argmax)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    case=winograd_case(),
+    block_bytes=st.integers(1, 3000),
+    dtype=st.sampled_from(["f4", "f8"]),
+    m=st.sampled_from([2, 4]),
+)
 def test_winograd_weight_gradient_matches_reference(case, block_bytes, dtype, m):
     # dw by the transposed formula, dw = G^T [sum over tiles of (B^T d B) * (A dY A^T)] G, against the loops.
     N, H, W, C, F, pad, seed = case
@@ -573,11 +600,13 @@ def test_sparse_backward_over_several_passes(padding):
     bias=st.booleans(),
     overwrite_dout=st.booleans(),
     keep_taps=st.booleans(),
+    need_dx=st.booleans(),
 )
-def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, overwrite_dout, keep_taps):
+def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, overwrite_dout, keep_taps, need_dx):
     # The twin is the three reference layers in turn: convolution, ReLU, 2x2 max pooling, and back. Pieces as
     # small as one image (SMALL_GEMM_MACS decides how many images a piece takes); the taps kept from the forward
-    # pass, or built again piece by piece; odd output sizes leave a last row or column outside every window.
+    # pass, or built again piece by piece; odd output sizes leave a last row or column outside every window; dx
+    # asked for or not.
     N, H, W, C, F, kh, kw, stride, pad, seed = case
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
     assume(Ho >= 2 and Wo >= 2)  # else no 2x2 window fits
@@ -591,29 +620,70 @@ def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, over
         assert (cache[-1] is not None) == keep_taps
         out = out.copy()
         dout = rng.standard_normal(out.shape).astype(dtype)
-        dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout.copy(), cache, overwrite_dout)
+        dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout.copy(), cache, overwrite_dout, need_dx)
     finally:
         cpu.SMALL_GEMM_MACS, cpu.KEEP_TAPS_BYTES = saved
-    z, z_cache = reference.conv2d_forward(x, w, b, stride, pad)
-    y = np.maximum(z, 0)
-    ref_out, pool_cache = reference.maxpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0))
-    dz = reference.maxpool2d_backward(dout, pool_cache) * (y > 0)
-    _, ref_dw, ref_db = reference.conv2d_backward(dz, z_cache, need_dx=False)
+    ref_out, ref_dx, ref_dw, ref_db = conv_relu_maxpool_reference(x, w, b, stride, pad, dout)
     tol = TOL if dtype == "f4" else 1e-12
     assert out.shape == ref_out.shape and out.dtype == dw.dtype == db.dtype == np.dtype(dtype)
     assert relative_error(out, ref_out) < tol
     assert relative_error(dw, ref_dw) < tol and relative_error(db, ref_db) < tol
+    assert dx is None if not need_dx else dx.dtype == np.dtype(dtype) and relative_error(dx, ref_dx) < tol
 
 
-def test_conv_relu_maxpool_fused_gradient_matches_finite_differences():
+def conv_relu_maxpool_reference(x, w, b, stride, pad, dout):
+    """The fused pair's twin: the reference convolution, ReLU and 2x2 max pooling in turn, forward and back ->
+    (pooled, dx, dw, db)."""
+    z, z_cache = reference.conv2d_forward(x, w, b, stride, pad)
+    y = np.maximum(z, 0)
+    out, pool_cache = reference.maxpool2d_forward(y, (2, 2), (2, 2), (0, 0, 0, 0))
+    dz = reference.maxpool2d_backward(dout, pool_cache) * (y > 0)
+    dx, dw, db = reference.conv2d_backward(dz, z_cache)
+    return out, dx, dw, db
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+@pytest.mark.parametrize(
+    "shape, padding",
+    [
+        ((2, 13, 13, 32, 64), "valid"),
+        ((2, 12, 12, 32, 32), "same"),
+        ((3, 9, 11, 32, 40), "same"),
+        ((2, 6, 6, 32, 32), "same"),
+    ],
+)
+def test_conv_relu_maxpool_fused_by_winograd_matches_reference(shape, padding, dtype):
+    # A wide 3x3 layer at stride 1 pools inside Winograd's output transform (F(4x4, 3x3) on the first three,
+    # F(2x2, 3x3) on the 6x6 maps); odd sizes put a window-less row or column in a tile; dx by the sparse kernel
+    # ('valid') or by Winograd ('same').
+    N, H, W, C, F = shape
+    rng = np.random.default_rng(7)
+    x, w, b = rng.standard_normal((N, H, W, C)), rng.standard_normal((3, 3, C, F)) * 0.1, rng.standard_normal(F)
+    x, w, b = (a.astype(dtype) for a in (x, w, b * 0.1))
+    pad = padding_amounts(H, W, 3, 3, (1, 1), padding)
+    assert cpu.winograd_tile(C, F, 3, 3, (1, 1), *output_size(H, W, 3, 3, (1, 1), pad))
+    out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, (1, 1), pad)
+    out = out.copy()
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout, cache, need_dx=True)
+    ref_out, ref_dx, ref_dw, ref_db = conv_relu_maxpool_reference(x, w, b, (1, 1), pad, dout)
+    tol = TOL if dtype == "f4" else 1e-12
+    for got, want in ((out, ref_out), (dx, ref_dx), (dw, ref_dw), (db, ref_db)):
+        assert got.dtype == np.dtype(dtype) and relative_error(got, want) < tol
+
+
+@pytest.mark.parametrize("channels", [(2, 4), (32, 32)])  # taps and a GEMM; Winograd
+def test_conv_relu_maxpool_fused_gradient_matches_finite_differences(channels):
+    C, F = channels
     rng = np.random.default_rng(3)
-    x, w, b = rng.standard_normal((2, 9, 8, 2)), rng.standard_normal((3, 3, 2, 4)), rng.standard_normal(4) * 0.1
+    x, w, b = rng.standard_normal((2, 9, 8, C)), rng.standard_normal((3, 3, C, F)), rng.standard_normal(F) * 0.1
     out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, (1, 1), (1, 1, 1, 1))
     dout = rng.standard_normal(out.shape)
-    dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout, cache)
+    dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout, cache, need_dx=True)
 
     def f():
         return cpu.conv2d_relu_maxpool2x2_forward(x, w, b, (1, 1), (1, 1, 1, 1))[0].copy()
 
     assert relative_error(dw, numerical_gradient(f, w, dout)) < 1e-7
     assert relative_error(db, numerical_gradient(f, b, dout)) < 1e-7
+    assert relative_error(dx, numerical_gradient(f, x, dout)) < 1e-7

@@ -1,16 +1,17 @@
 """A Conv2D with ReLU and the 2x2 MaxPooling2D after it, run by the engine as one kernel.
 
-Most small image classifiers start the way the Keras MNIST example does: ``Conv2D(32, 3, activation='relu')``,
-then ``MaxPooling2D(2)``. That first convolution does little arithmetic and writes a big output, which the pooling
-reads, and whose gradient the backward pass writes and reads again. An engine that has
+Most small image classifiers are built of blocks the way the Keras MNIST example is: ``Conv2D(32, 3,
+activation='relu')``, then ``MaxPooling2D(2)``. The convolution writes a big output that only the pooling reads,
+and whose gradient the backward pass writes and reads again for ReLU's derivative. An engine that has
 ``conv2d_relu_maxpool2x2_forward`` / ``_backward`` (the CPU engine: see ``kernels/cpu.py``, "conv + pool")
-runs the two layers in pieces of images that stay in the cache, and the full-size output is never written. The
-result is the same as the two layers one after the other, up to the order of the sums in dw.
+pools the convolution's output while it is still in cache, and applies ReLU and its derivative on the pooled grid,
+4x smaller: the full-size output is never written, and for a first layer (which needs no input gradient) neither
+is its gradient. The result is the same as the two layers one after the other, up to the order of sums.
 
 ``steps(layers)`` is what a model runs: its layers, with each such pair replaced by a ``ConvReLUMaxPool``. A pair
-qualifies when the convolution needs no input gradient (it is the first layer with weights: the kernel has no dx),
-fuses ReLU, and the pooling is 2x2 at stride 2 without padding. The layers keep their weights and gradients; only
-the convolution's ``cache`` holds what the pair's backward needs. ``model.profile`` times the pair as one step.
+qualifies when the convolution fuses ReLU and has weights to learn, and the pooling is 2x2 at stride 2 without
+padding. The layers keep their weights and gradients; only the convolution's ``cache`` holds what the pair's
+backward needs. ``model.profile`` times the pair as one step.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ class ConvReLUMaxPool:
             and isinstance(pool, MaxPooling2D)
             and conv.activation == "relu"
             and conv.trainable
-            and not conv.need_input_gradient
             and hasattr(conv.backend, "conv2d_relu_maxpool2x2_forward")
             and pool.pool_size == (2, 2)
             and pool.strides == (2, 2)
@@ -52,11 +52,14 @@ class ConvReLUMaxPool:
         return y
 
     def backward(self, dout):
-        """dout: dL/d(pooled output) -> None (the convolution needs no input gradient); fills the conv's grads."""
+        """dout: dL/d(pooled output) -> dx: dL/d(conv input), or None where the convolution needs none; fills the
+        conv's grads."""
         conv = self.conv
-        dw, db = conv.backend.conv2d_relu_maxpool2x2_backward(dout, conv.cache, conv.may_overwrite_dout)
+        dx, dw, db = conv.backend.conv2d_relu_maxpool2x2_backward(
+            dout, conv.cache, conv.may_overwrite_dout, conv.need_input_gradient
+        )
         conv.store_grads(dw, db)
-        return None
+        return dx
 
 
 def steps(layers: list) -> list:
