@@ -14,9 +14,17 @@ Upstream gradients are random, except for a conv layer that a max pooling follow
 gives it (``pooled_dout``), zero except at each pooling window's winner, and there only where the ReLU passed a
 positive output (17-22% of it nonzero in these layers; the table's layer label gives it), so that the kernels that
 skip dout's zeros (``kernels/sparse.py``) run here as they do in training. A backward timing reuses one forward's
-cache, so it measures the backward pass alone. Each layer is timed on 1 thread and on all cores (interleaved,
-medians; see ``timing``). The conv layers at batch 64 (R's, and C's re-run at 64) also make the summary asked for
-in an early issue: conv forward + backward, MNIST- and CIFAR-shaped.
+cache, so it measures the backward pass alone.
+
+Each conv layer that a 2x2 max pooling follows also gets a row for the pair, convolution + ReLU + pooling, forward
+and back, as a model runs it: minicnn's engine as one pair of kernels (``conv2d_relu_maxpool2x2_forward`` /
+``_backward``, ``minicnn.layers.fused``), the others as three ops in turn (PyTorch's convolution, ReLU and
+max pooling with indices; the NumPy engine's and the loop reference's layers). Its dx is computed only where the
+model needs it (not for a first layer), and its upstream gradient is a random one of the pooled output.
+
+Each row is timed on 1 thread and on all cores (interleaved, medians; see ``timing``). The conv layers at batch 64
+(R's, and C's re-run at 64) also make the summary asked for in an early issue: conv forward + backward, MNIST- and
+CIFAR-shaped.
 """
 
 from __future__ import annotations
@@ -58,19 +66,26 @@ class Case:
     """One layer at one batch size, with its random input, weights and upstream gradient (NHWC); ``pool``: the size
     of the max pooling that follows the layer, if one does."""
 
-    def __init__(self, model: str, shape, batch: int, seed: int = 0, pool: int = 0):
+    def __init__(self, model: str, shape, batch: int, seed: int = 0, pool: int = 0, fused: bool = False, need_dx=True):
         rng = np.random.default_rng(seed)
         self.model, self.label, self.batch = model, shape.label, batch
         self.layer, self.pad = shape.layer, shape.pad
         self.kind = {Conv: "conv", Pool: "maxpool", Dense: "dense"}[type(shape.layer)]
+        self.need_dx, self.pool = need_dx, pool
+        if fused:  # the conv layer, its ReLU and the 2x2 max pooling after it, as one row
+            self.kind = "conv+pool"
+            self.label += f" + ReLU + maxpool {pool}x{pool}" + ("" if need_dx else " (no dx)")
         self.x = rng.standard_normal((batch, *shape.in_shape), dtype=np.float32)
         self.dout = rng.standard_normal((batch, *shape.out_shape), dtype=np.float32)
-        if self.kind == "conv":
+        if self.kind in ("conv", "conv+pool"):
             k, C, F = shape.layer.kernel, shape.in_shape[2], shape.layer.filters
             self.w = rng.standard_normal((k, k, C, F), dtype=np.float32) * np.float32(1 / np.sqrt(k * k * C))
             self.b = rng.standard_normal(F, dtype=np.float32)
             self.macs_per_sample = shape.forward_flops_per_sample / 2
-            if pool:
+            if fused:
+                Ho, Wo, _ = shape.out_shape
+                self.dout = rng.standard_normal((batch, Ho // pool, Wo // pool, F), dtype=np.float32)
+            elif pool:
                 self.dout = pooled_dout(self.x, self.w, self.b, self.pad, pool, rng)
                 self.label += f" (dout behind max pool: {np.count_nonzero(self.dout) / self.dout.size:.0%} nonzero)"
         elif self.kind == "dense":
@@ -84,13 +99,15 @@ class Case:
     @property
     def key(self):
         """What makes two cases the same work per sample (the loop reference is timed once per key)."""
-        return (self.kind, self.x.shape[1:], getattr(self, "w", np.empty(0)).shape, self.pad)
+        return (self.kind, self.x.shape[1:], getattr(self, "w", np.empty(0)).shape, self.pad, self.need_dx)
 
     # ------------------------------------------------------------------------------------------------ NumPy engines
     def numpy_pair(self, module, x=None, dout=None):
         """(forward, backward) callables for a kernel module with minicnn's signatures."""
         x = self.x if x is None else x
         dout = self.dout if dout is None else dout
+        if self.kind == "conv+pool":
+            return self._conv_relu_pool_pair(module, x, dout)
         if self.kind == "conv":
             args = (x, self.w, self.b, (1, 1), self.pad)
             fwd, bwd = module.conv2d_forward, module.conv2d_backward
@@ -103,6 +120,30 @@ class Case:
             fwd, bwd = module.maxpool2d_forward, module.maxpool2d_backward
         _, cache = fwd(*args)
         return (lambda: fwd(*args)), (lambda: bwd(dout, cache))
+
+    def _conv_relu_pool_pair(self, module, x, dout):
+        """The pair as one kernel where ``module`` has it (the CPU engine), else its three layers in turn."""
+        args, s, no_pad = (x, self.w, self.b, (1, 1), self.pad), self.pool, (0, 0, 0, 0)
+        if hasattr(module, "conv2d_relu_maxpool2x2_forward"):
+            _, cache = module.conv2d_relu_maxpool2x2_forward(*args)
+            return (
+                lambda: module.conv2d_relu_maxpool2x2_forward(*args),
+                lambda: module.conv2d_relu_maxpool2x2_backward(dout, cache, False, self.need_dx),
+            )
+
+        def forward():
+            z, conv_cache = module.conv2d_forward(*args)
+            y = np.maximum(z, 0)
+            out, pool_cache = module.maxpool2d_forward(y, (s, s), (s, s), no_pad)
+            return out, (conv_cache, y, pool_cache)
+
+        _, (conv_cache, y, pool_cache) = forward()
+
+        def backward():
+            dz = module.maxpool2d_backward(dout, pool_cache) * (y > 0)
+            return module.conv2d_backward(dz, conv_cache, need_dx=self.need_dx)
+
+        return forward, backward
 
     # ------------------------------------------------------------------------------------------------ PyTorch
     def torch_pair(self, channels_last: bool):
@@ -125,7 +166,7 @@ class Case:
 
             return (lambda: F.linear(x, wt, b)), dense_backward
         x, dout = image(self.x), image(self.dout)
-        if self.kind == "conv":
+        if self.kind in ("conv", "conv+pool"):
             w = torch.from_numpy(self.w).permute(3, 2, 0, 1).contiguous(memory_format=fmt)
             b = torch.from_numpy(self.b)
             pt, pb, pl, pr = self.pad
@@ -135,12 +176,26 @@ class Case:
             pad = [pt, pl]
             F_ = w.shape[0]
 
-            def conv_backward():
+            def conv_backward(dz=dout, need_dx=True):
                 return aten.convolution_backward(
-                    dout, x, w, [F_], [1, 1], pad, [1, 1], False, [0, 0], 1, [True, True, True]
+                    dz, x, w, [F_], [1, 1], pad, [1, 1], False, [0, 0], 1, [need_dx, True, True]
                 )
 
-            return (lambda: F.conv2d(x, w, b, padding=pad)), conv_backward
+            if self.kind == "conv":
+                return (lambda: F.conv2d(x, w, b, padding=pad)), conv_backward
+            s = [self.pool] * 2
+
+            def forward():  # convolution, ReLU, max pooling: PyTorch's three ops
+                y = torch.relu(F.conv2d(x, w, b, padding=pad))
+                return y, aten.max_pool2d_with_indices(y, s, s, [0, 0], [1, 1], False)
+
+            y, (_, idx) = forward()
+
+            def backward():
+                dy = aten.max_pool2d_with_indices_backward(dout, y, s, s, [0, 0], [1, 1], False, idx)
+                return conv_backward(aten.threshold_backward(dy, y, 0), self.need_dx)
+
+            return forward, backward
         s = [self.layer.size] * 2
         _, idx = aten.max_pool2d_with_indices(x, s, s, [0, 0], [1, 1], False)
 
@@ -170,13 +225,19 @@ class Case:
 
 
 def cases(batch: int | None = None) -> list[Case]:
-    """Every conv, pool and Dense layer of S, R and C at its model's batch (or ``batch``), then C's convs at 64."""
+    """Every conv, pool and Dense layer of S, R and C at its model's batch (or ``batch``), each conv + ReLU + pool
+    pair as well, then C's convs at 64."""
     out = []
     for name, spec in MODELS.items():
         shapes = walk(spec)
+        first_conv = min(i for i, shape in enumerate(shapes) if isinstance(shape.layer, Conv))
         for i, shape in enumerate(shapes):
             if not isinstance(shape.layer, Flatten):
-                out.append(Case(name, shape, batch or spec.batch, pool=_pool_after(shapes, i)))
+                pool = _pool_after(shapes, i)
+                out.append(Case(name, shape, batch or spec.batch, pool=pool))
+                if isinstance(shape.layer, Conv) and pool == 2:
+                    n = batch or spec.batch
+                    out.append(Case(name, shape, n, pool=pool, fused=True, need_dx=i > first_conv))
     issue_batch = batch or ISSUE_BATCH
     shapes = walk(MODELS["C"])
     for i, shape in enumerate(shapes):

@@ -408,3 +408,28 @@ def test_a_benchmark_process_shortens_openblas_spin_before_numpy_loads_it():
     assert (waits, value) == ("True", "22")
     if openblas == "True" and (os.cpu_count() or 1) > 1:
         assert float(burnt) < 0.05, f"OpenBLAS's workers still spun {burnt} s of a 0.15 s sleep"
+
+
+def test_conv_relu_pool_rows_time_the_same_maths_in_every_contender():
+    # The kernels table's rows for a conv + ReLU + 2x2 pool pair: minicnn's fused kernels and PyTorch's three ops
+    # give the pooled output and gradients of the NumPy engine's layers in turn (whose kernels test_kernels.py
+    # holds to the loop reference).
+    pytest.importorskip("torch")
+    from benchmarks import kernels
+    from minicnn.testing import relative_error
+
+    pairs = [c for c in kernels.cases(2) if c.kind == "conv+pool"]
+    assert [(c.model, c.need_dx) for c in pairs] == [("R", False), ("R", True), ("C", True), ("C", True)]
+    for case in pairs:
+        got = {name: (f(), b()) for name, (f, b) in case.contenders(with_torch=True).items()}
+        (want_out, _), want = got.pop("numpy")
+        (out, _), grads = got.pop("minicnn")
+        assert relative_error(out, want_out) < 1e-5
+        for g, w in zip(grads, want, strict=True):
+            assert (g is None) == (w is None) and (g is None or relative_error(g, w) < 1e-5)
+        for (_, (out, _)), (dx, dw, db) in got.values():  # PyTorch, NCHW and channels-last
+            assert relative_error(out.permute(0, 2, 3, 1).numpy(), want_out) < 1e-5
+            assert relative_error(dw.permute(2, 3, 1, 0).numpy(), want[1]) < 1e-5
+            assert relative_error(db.numpy(), want[2]) < 1e-5
+            assert (dx is None) == (want[0] is None)
+            assert dx is None or relative_error(dx.permute(0, 2, 3, 1).numpy(), want[0]) < 1e-5
