@@ -814,7 +814,8 @@ def dense_backward(dout, cache, need_dx=True):
 #   rounds in turn, 2-core Xeon VM), its inference at 256 10.9 against 12.3; the CIFAR model C's (two pairs)
 #   134.5 against 139.6 and 78.2 against 84.4. On two threads, R's step 6.5-6.8 against 6.6-6.8 ms, C's 78-88
 #   against 82-90.
-# * Any other layer (needing dx) takes the first layer's forward, and the Winograd layer's backward.
+# * Any other layer takes the first layer's forward, and its backward too where it needs no dx; where it needs dx,
+#   the Winograd layer's backward.
 #
 # ``minicnn.layers.fused`` runs a Conv2D(relu) and the MaxPooling2D(2) after it through this pair of kernels.
 def conv2d_relu_maxpool2x2_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
@@ -830,12 +831,13 @@ def conv2d_relu_maxpool2x2_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     if tile:  # a wide 3x3 layer: the pooling runs inside Winograd's output transform
         pooled, argmax = winograd.conv3x3_maxpool2x2(x, np.asarray(w, dtype), pad, m=tile)
         _epilogue(pooled.reshape(-1, F), b, "relu")
-        return pooled, (x, w, stride, pad, pooled, argmax, None)
+        return pooled, (x, w, stride, pad, pooled, argmax, None, True)
     K, P = kh * kw * C, Ho * Wo
     pooled = buffers.empty((N, Ho // 2, Wo // 2, F), dtype)
     argmax = buffers.empty(pooled.shape, np.int32)
     per = max(1, SMALL_GEMM_MACS // ((K + 1) * P * F))  # images a piece
-    small = (K + 1) * N * P * x.itemsize <= KEEP_TAPS_BYTES  # the batch's [taps; ones], kept for the backward
+    # the batch's [taps; ones], kept for the backward, as conv2d_forward keeps them
+    small = K <= SHORT_PATCH and (K + 1) * N * P * x.itemsize <= KEEP_TAPS_BYTES
     kept = _taps_and_ones(x, kh, kw, stride, pad) if small else None
     z = buffers.empty((per * P, F), dtype)
     for s, e in _pieces(N, per):
@@ -844,14 +846,14 @@ def conv2d_relu_maxpool2x2_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
         np.matmul(cols, w2, out=z[:r])
         _maxpool2x2_forward(z[:r].reshape(e - s, Ho, Wo, F), pooled[s:e], argmax[s:e])
     _epilogue(pooled.reshape(-1, F), b, "relu")
-    return pooled, (x, w, stride, pad, pooled, argmax, kept)
+    return pooled, (x, w, stride, pad, pooled, argmax, kept, False)
 
 
 def conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout=False, need_dx=False):
     """dout: dL/dpooled (N, Ho // 2, Wo // 2, F) -> dx: (N, H, W, C) (None unless ``need_dx``), dw: (kh, kw, C, F),
     db: (F,); as the three backward passes (pooling, ReLU, convolution) in turn. ``overwrite_dout``: ReLU's
     derivative may go into dout."""
-    x, w, stride, pad, pooled, argmax, kept = cache
+    x, w, stride, pad, pooled, argmax, kept, by_winograd = cache
     N, H, W, C = x.shape
     kh, kw, _, F = w.shape
     Ho, Wo = output_size(H, W, kh, kw, stride, pad)
@@ -859,8 +861,7 @@ def conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout=False, need_dx=F
     dtype = x.dtype
     dout = np.ascontiguousarray(dout, dtype)
     g = activation_backward("relu", dout, pooled, overwrite_dout)  # ReLU's derivative, on the pooled grid
-    winograd_forward = kept is None and winograd_tile(C, F, kh, kw, stride, Ho, Wo)
-    if need_dx or winograd_forward:  # the full-size dz, then the convolution's own backward pass
+    if need_dx or by_winograd:  # the full-size dz, then the convolution's own backward pass
         dz = buffers.empty((N, Ho, Wo, F), dtype)
         _maxpool2x2_backward(g, argmax, dz)
         # dz is g's numbers, each moved to its window's winner, and zeros: its nonzero count and its column sums

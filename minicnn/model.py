@@ -174,8 +174,8 @@ class Sequential:
 
     @staticmethod
     def _steps(layers, first: int = 0) -> list:
-        """What a pass over ``layers[first:]`` runs: the layers, a first Conv2D(relu) and the MaxPooling2D(2) after
-        it as one step (``layers.fused``); the last layer always on its own (the loss reads it)."""
+        """What a pass over ``layers[first:]`` runs: the layers, each Conv2D(relu) and the MaxPooling2D(2) after it
+        as one step (``layers.fused``); the last layer always on its own (the loss reads it)."""
         return [*fused.steps(layers[first:-1]), *layers[-1:]]
 
     def _fused(self) -> bool:

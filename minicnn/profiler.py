@@ -5,7 +5,7 @@ times each phase with ``time.perf_counter`` and reports medians, so that a learn
 The steps are real: the weights change, as in training. They run whole, on one thread with BLAS on every core
 (``minicnn.set_parallel('blas')``), so on several cores a model that ``minicnn.parallel`` cuts into slices of the
 batch, or runs on one core, trains at another speed than the 'step' line says. Layers that training runs as one
-step (a first Conv2D(relu) and its MaxPooling2D(2): ``layers.fused``) are timed as one, on one line.
+step (a Conv2D(relu) and its MaxPooling2D(2): ``layers.fused``) are timed as one, on one line.
 """
 
 from __future__ import annotations

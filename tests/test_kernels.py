@@ -626,7 +626,7 @@ def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, over
     cpu.SMALL_GEMM_MACS, cpu.KEEP_TAPS_BYTES = macs, (10**9 if keep_taps else 0)
     try:
         out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, stride, pad)
-        assert (cache[-1] is not None) == keep_taps
+        assert (cache[6] is not None) == (keep_taps and kh * kw * C <= cpu.SHORT_PATCH)
         out = out.copy()
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout.copy(), cache, overwrite_dout, need_dx)
@@ -651,6 +651,7 @@ def conv_relu_maxpool_reference(x, w, b, stride, pad, dout):
     return out, dx, dw, db
 
 
+@pytest.mark.parametrize("need_dx", [True, False])
 @pytest.mark.parametrize("dtype", ["f4", "f8"])
 @pytest.mark.parametrize(
     "shape, padding",
@@ -661,10 +662,10 @@ def conv_relu_maxpool_reference(x, w, b, stride, pad, dout):
         ((2, 6, 6, 32, 32), "same"),
     ],
 )
-def test_conv_relu_maxpool_fused_by_winograd_matches_reference(shape, padding, dtype):
+def test_conv_relu_maxpool_fused_by_winograd_matches_reference(shape, padding, dtype, need_dx):
     # A wide 3x3 layer at stride 1 pools inside Winograd's output transform (F(4x4, 3x3) on the first three,
     # F(2x2, 3x3) on the 6x6 maps); odd sizes put a window-less row or column in a tile; dx by the sparse kernel
-    # ('valid') or by Winograd ('same').
+    # ('valid') or by Winograd ('same'), or none (a first layer with 32 channels in).
     N, H, W, C, F = shape
     rng = np.random.default_rng(7)
     x, w, b = rng.standard_normal((N, H, W, C)), rng.standard_normal((3, 3, C, F)) * 0.1, rng.standard_normal(F)
@@ -674,11 +675,12 @@ def test_conv_relu_maxpool_fused_by_winograd_matches_reference(shape, padding, d
     out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, (1, 1), pad)
     out = out.copy()
     dout = rng.standard_normal(out.shape).astype(dtype)
-    dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout, cache, need_dx=True)
+    dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout, cache, need_dx=need_dx)
     ref_out, ref_dx, ref_dw, ref_db = conv_relu_maxpool_reference(x, w, b, (1, 1), pad, dout)
     tol = TOL if dtype == "f4" else 1e-12
-    for got, want in ((out, ref_out), (dx, ref_dx), (dw, ref_dw), (db, ref_db)):
+    for got, want in ((out, ref_out), (dw, ref_dw), (db, ref_db), *([(dx, ref_dx)] if need_dx else [])):
         assert got.dtype == np.dtype(dtype) and relative_error(got, want) < tol
+    assert need_dx or dx is None
 
 
 @pytest.mark.parametrize("channels", [(2, 4), (32, 32)])  # taps and a GEMM; Winograd

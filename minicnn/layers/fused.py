@@ -5,8 +5,9 @@ activation='relu')``, then ``MaxPooling2D(2)``. The convolution writes a big out
 and whose gradient the backward pass writes and reads again for ReLU's derivative. An engine that has
 ``conv2d_relu_maxpool2x2_forward`` / ``_backward`` (the CPU engine: see ``kernels/cpu.py``, "conv + pool")
 pools the convolution's output while it is still in cache, and applies ReLU and its derivative on the pooled grid,
-4x smaller: the full-size output is never written, and for a first layer (which needs no input gradient) neither
-is its gradient. The result is the same as the two layers one after the other, up to the order of sums.
+4x smaller: the full-size output is never written, and for a first layer run by im2col (which needs no input
+gradient) neither is its gradient. The result is the same as the two layers one after the other, up to the order
+of sums.
 
 ``steps(layers)`` is what a model runs: its layers, with each such pair replaced by a ``ConvReLUMaxPool``. A pair
 qualifies when the convolution fuses ReLU and has weights to learn, and the pooling is 2x2 at stride 2 without
