@@ -810,10 +810,10 @@ def dense_backward(dout, cache, need_dx=True):
 #   (``winograd.conv3x3_maxpool2x2``): each 2x2 window lies inside one tile. Its backward needs the full-size dz
 #   for dx and dw: the pooling's dz, then ``conv2d_backward`` (behind the pooling most of dz is zero, and a
 #   'valid' layer's dx and dw go by the sparse kernel). What it saves is the output's write and read, and ReLU's
-#   full-size pass: R's training step 9.07 against 9.33 ms on one thread (its 32->64 layer; medians of 3 x 40
-#   rounds in turn, 2-core Xeon VM), its inference at 256 10.9 against 12.3; the CIFAR model C's (two pairs)
-#   134.5 against 139.6 and 78.2 against 84.4. On two threads, R's step 6.5-6.8 against 6.6-6.8 ms, C's 78-88
-#   against 82-90.
+#   full-size pass. In turn against the first layer's pair alone (three rounds' medians, 2-core Xeon VM, one
+#   thread): R's training step (its 32->64 layer) 8.99-9.11 against 9.28-9.39 ms, its inference at 256 10.5-11.1
+#   against 11.9-12.6; the CIFAR model C's (two pairs) 133.8-135.0 against 139.4-140.0 and 77.8-78.7 against
+#   84.2-84.7. On two threads, R's step 6.49-6.78 against 6.64-6.81 ms, C's 78.4-87.5 against 82.1-89.5.
 # * Any other layer takes the first layer's forward, and its backward too where it needs no dx; where it needs dx,
 #   the Winograd layer's backward.
 #
