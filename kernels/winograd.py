@@ -205,6 +205,17 @@ def _input_transform(xp, th, tw, V):
 
 
 @njit(cache=True, nogil=True)
+def _rows(M, t, tmp):
+    """F(2x2, 3x3)'s row transform of tile t, tmp = A^T m: (2, 4, F). Shared by the plain and the pooling output
+    transforms, so that both compute the same numbers."""
+    for q in range(4):
+        for f in range(tmp.shape[2]):
+            m1, m2 = M[4 + q, t, f], M[8 + q, t, f]
+            tmp[0, q, f] = M[q, t, f] + m1 + m2
+            tmp[1, q, f] = m1 - m2 - M[12 + q, t, f]
+
+
+@njit(cache=True, nogil=True)
 def _output_transform(M, th, tw, b, relu, out):
     """out[n, 2i:2i+2, 2j:2j+2] = A^T m A (+ b, then max(., 0) if ``relu``) for each tile; b may be empty. Rows and
     columns of a tile past out's edge are dropped.
@@ -219,11 +230,7 @@ def _output_transform(M, th, tw, b, relu, out):
     for n in range(N):
         for i in range(th):
             for j in range(tw):
-                for q in range(4):
-                    for f in range(F):
-                        m1, m2 = M[4 + q, t, f], M[8 + q, t, f]
-                        tmp[0, q, f] = M[q, t, f] + m1 + m2
-                        tmp[1, q, f] = m1 - m2 - M[12 + q, t, f]
+                _rows(M, t, tmp)
                 for a in range(2):
                     r = 2 * i + a
                     if r >= Ho:
@@ -313,6 +320,22 @@ def _input_transform4(xp, th, tw, V):
 
 
 @njit(cache=True, nogil=True)
+def _rows4(M, t, tmp):
+    """F(4x4, 3x3)'s row transform of tile t, tmp = A^T m: (4, 6, F), over (F,) views. Shared by the plain and the
+    pooling output transforms, so that both compute the same numbers."""
+    two, four, eight = M.dtype.type(2), M.dtype.type(4), M.dtype.type(8)
+    for q in range(6):
+        m0, m1, m2 = M[q, t], M[6 + q, t], M[12 + q, t]
+        m3, m4, m5 = M[18 + q, t], M[24 + q, t], M[30 + q, t]
+        t0, t1, t2, t3 = tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q]
+        for f in range(tmp.shape[2]):
+            t0[f] = m0[f] + m1[f] + m2[f] + m3[f] + m4[f]
+            t1[f] = m1[f] - m2[f] + two * (m3[f] - m4[f])
+            t2[f] = m1[f] + m2[f] + four * (m3[f] + m4[f])
+            t3[f] = m1[f] - m2[f] + eight * (m3[f] - m4[f]) + m5[f]
+
+
+@njit(cache=True, nogil=True)
 def _output_transform4(M, th, tw, b, relu, out):
     """out[n, 4i:4i+4, 4j:4j+4] = A^T m A (+ b, then max(., 0) if ``relu``) for each tile; b may be empty. Rows and
     columns of a tile past out's edge are dropped."""
@@ -325,21 +348,7 @@ def _output_transform4(M, th, tw, b, relu, out):
     for n in range(N):
         for i in range(th):
             for j in range(tw):
-                for q in range(6):
-                    m0, m1, m2, m3, m4, m5 = (
-                        M[q, t],
-                        M[6 + q, t],
-                        M[12 + q, t],
-                        M[18 + q, t],
-                        M[24 + q, t],
-                        M[30 + q, t],
-                    )
-                    t0, t1, t2, t3 = tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q]
-                    for f in range(F):
-                        t0[f] = m0[f] + m1[f] + m2[f] + m3[f] + m4[f]
-                        t1[f] = m1[f] - m2[f] + two * (m3[f] - m4[f])
-                        t2[f] = m1[f] + m2[f] + four * (m3[f] + m4[f])
-                        t3[f] = m1[f] - m2[f] + eight * (m3[f] - m4[f]) + m5[f]
+                _rows4(M, t, tmp)
                 for a in range(min(4, Ho - 4 * i)):  # then the column transform, (A^T m) A
                     e0, e1, e2, e3, e4, e5 = tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3], tmp[a, 4], tmp[a, 5]
                     y0, y1, y2, y3 = y[0], y[1], y[2], y[3]
@@ -496,11 +505,7 @@ def _output_transform_maxpool2x2(M, th, tw, Wo, pooled, argmax):
         for i in range(th):
             for j in range(tw):
                 if i < Hp and j < Wp:
-                    for q in range(4):
-                        for f in range(F):
-                            m1, m2 = M[4 + q, t, f], M[8 + q, t, f]
-                            tmp[0, q, f] = M[q, t, f] + m1 + m2
-                            tmp[1, q, f] = m1 - m2 - M[12 + q, t, f]
+                    _rows(M, t, tmp)
                     at = 2 * i * Wo + 2 * j
                     for f in range(F):
                         v0 = tmp[0, 0, f] + tmp[0, 1, f] + tmp[0, 2, f]
@@ -524,15 +529,7 @@ def _output_transform4_maxpool2x2(M, th, tw, Wo, pooled, argmax):
                 if 2 * i >= Hp or 2 * j >= Wp:  # a last tile with no window (an output of 4k + 1 rows or columns)
                     t += 1
                     continue
-                for q in range(6):
-                    m0, m1, m2 = M[q, t], M[6 + q, t], M[12 + q, t]
-                    m3, m4, m5 = M[18 + q, t], M[24 + q, t], M[30 + q, t]
-                    t0, t1, t2, t3 = tmp[0, q], tmp[1, q], tmp[2, q], tmp[3, q]
-                    for f in range(F):
-                        t0[f] = m0[f] + m1[f] + m2[f] + m3[f] + m4[f]
-                        t1[f] = m1[f] - m2[f] + two * (m3[f] - m4[f])
-                        t2[f] = m1[f] + m2[f] + four * (m3[f] + m4[f])
-                        t3[f] = m1[f] - m2[f] + eight * (m3[f] - m4[f]) + m5[f]
+                _rows4(M, t, tmp)
                 for a in range(2):  # the tile's two rows of windows: its output rows 2a and 2a + 1
                     pi = 2 * i + a
                     if pi >= Hp:
