@@ -10,6 +10,7 @@ A fresh process per measurement, because memory figures of one process are pollu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import sys
@@ -27,6 +28,17 @@ def rss_kib(field: str = "VmRSS") -> int | None:
     except OSError:
         pass
     return None
+
+
+def private_kib(pid: int) -> int:
+    """Memory that process ``pid`` alone holds (Private_Clean + Private_Dirty of /proc/<pid>/smaps_rollup), in KiB:
+    for a forked worker, what it allocated and the pages it copied on writing, not what it shares with its parent."""
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total
 
 
 def reset_peak() -> bool:
@@ -58,13 +70,29 @@ def memory(framework: str, model: str, batch: int, steps: int) -> dict:
     if not reset_peak() or before is None:
         method = "getrusage ru_maxrss (the lifetime peak of the process) minus VmRSS before"
         before = before or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(steps):
-        runner.train_step()
+    hold = contextlib.nullcontext()
+    if framework == "minicnn":  # its steps as fit runs them: on Linux with 2 cores, the second slice in a worker
+        from minicnn import parallel, workers
+
+        hold = parallel.hold_blas()
+    with hold:
+        for _ in range(steps):
+            runner.train_step()
     peak = rss_kib("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = {"rss_before_mib": before / 1024, "peak_delta_mib": (peak - before) / 1024, "rss_method": method}
+    if framework == "minicnn":
+        pool = workers._pools.get(id(runner.model))
+        private = sum(private_kib(pid) for pid in pool.pids) / 1024 if pool is not None else 0.0
+        out["workers_mib"] = private  # what the workers hold that this process does not: counted in the peak
+        out["peak_delta_mib"] += private
+        if pool is not None:
+            out["rss_method"] += ", plus the worker processes' private memory after the steps (smaps_rollup)"
     if framework in ("minicnn", "naive"):  # their arrays are NumPy's, which tracemalloc sees
-        tracemalloc.start()
-        runner.train_step()
+        hold = parallel.hold_blas() if framework == "minicnn" else contextlib.nullcontext()
+        with hold:
+            runner.train_step()  # BLAS held from here on, as in fit: the traced step allocates only its own
+            tracemalloc.start()
+            runner.train_step()
         out["tracemalloc_step_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
     return out

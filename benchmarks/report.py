@@ -258,14 +258,16 @@ def memory_section(mem: dict) -> list[str]:
         "Each framework and model in a fresh process. 'RSS before': resident memory with the model built and "
         "one throwaway step taken on a batch of one (so JIT compilation is not counted). 'Peak RSS delta': the "
         "peak over the training steps minus that (method in the last column); the first measured step creates the "
-        "optimizer state and gradients. 'tracemalloc peak': NumPy engines only, the peak of NumPy arrays "
-        "allocated during one later step.",
+        "optimizer state and gradients. minicnn's steps run as `fit` runs them: on Linux with two cores the "
+        "second slice in a worker process, whose private memory ('of it, workers') is added to the peak. "
+        "'tracemalloc peak': NumPy engines only, the peak of NumPy arrays allocated during one later step "
+        "(this process's).",
         "",
     ]
     body = []
     for r in mem["rows"]:
         if "error" in r:
-            body.append([r["model"], LABELS.get(r["framework"], r["framework"]), r["batch"], r["error"]] + [DASH] * 3)
+            body.append([r["model"], LABELS.get(r["framework"], r["framework"]), r["batch"], r["error"]] + [DASH] * 4)
             continue
         body.append(
             [
@@ -274,11 +276,13 @@ def memory_section(mem: dict) -> list[str]:
                 r["batch"],
                 fmt(r["rss_before_mib"]),
                 fmt(r["peak_delta_mib"]),
+                fmt(r.get("workers_mib")),
                 fmt(r.get("tracemalloc_step_peak_mib")),
                 r["rss_method"],
             ]
         )
-    header = ["model", "framework", "batch", "RSS before MiB", "peak RSS delta MiB", "tracemalloc peak MiB"]
+    header = ["model", "framework", "batch", "RSS before MiB", "peak RSS delta MiB", "of it, workers MiB"]
+    header += ["tracemalloc peak MiB"]
     lines += table(header + ["RSS method"], body)
     for fw, reason in mem.get("skipped", {}).items():
         lines += [f"- {LABELS.get(fw, fw)}: not run: {reason}"]
@@ -344,13 +348,15 @@ def slices_section(sl: dict) -> list[str]:
         "Each model's training batch cut in two slices, as minicnn's 'batch' split runs it on two cores (see "
         "`benchmarks/slices.py`). One slice's forward and backward pass alone; the two slices at once in two "
         "processes (what the cores cost each other) and in two threads of one process (what sharing one "
-        "interpreter costs: the layers' Python runs under the GIL); the whole training step split over two "
-        "threads (the slower slice, the gradient sum, Adam) and on one core. Median ms, the contenders taking "
+        "interpreter costs: the layers' Python runs under the GIL); the whole training step split in two as `fit` "
+        "runs it (the second slice in a worker process: `minicnn.workers`; the slower slice, the gradient sum, "
+        "Adam), the same with the second slice on a thread, and on one core. Median ms, the contenders taking "
         f"turns. 2-thread efficiency probe after: {fmt(sl.get('efficiency'), 2)}.",
         "",
     ]
     header = ["model", "batch", "slice", "passes x rounds", "alone ms", "2 processes ms", "2 threads ms"]
-    header += ["'batch' step ms", "one-core step ms", "processes ÷ alone", "threads ÷ processes", "step ÷ threads"]
+    header += ["'batch' step ms", "'batch' step, threads ms", "one-core step ms", "processes ÷ alone"]
+    header += ["threads ÷ processes", "step ÷ processes", "threads step ÷ step"]
     body = [
         [
             r["model"],
@@ -361,10 +367,12 @@ def slices_section(sl: dict) -> list[str]:
             fmt(r["processes_ms"]),
             fmt(r["threads_ms"]),
             fmt(r["batch_ms"]),
+            fmt(r.get("batch_threads_ms")),
             fmt(r["one_core_ms"]),
             ratio(r["processes_ms"], r["alone_ms"]),
             ratio(r["threads_ms"], r["processes_ms"]),
-            ratio(r["batch_ms"], r["threads_ms"]),
+            ratio(r["batch_ms"], r["processes_ms"]),
+            ratio(r.get("batch_threads_ms"), r["batch_ms"]),
         ]
         for r in sl["rows"]
     ]

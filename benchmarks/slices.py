@@ -10,8 +10,9 @@ more. This section takes the step apart, for R and C at their training batch, th
 * **2 threads**: the two slices at once on two threads of this process, as the 'batch' step runs them. Against
   processes, this is what sharing one interpreter costs: each layer's Python runs under the GIL, one thread at a
   time, and a thread whose kernel returns while the other thread runs Python waits for it;
-* **'batch' step**: the whole training step as ``fit`` takes it on two cores: the two threads, the join, the gradient
-  sum and Adam;
+* **'batch' step**: the whole training step as ``fit`` takes it on two cores: the two slices at once, the second in a
+  worker process (``minicnn.workers``; on Linux), the gradient sum and Adam;
+* **'batch' step on threads**: the same with the second slice on a thread of this process, as before the workers;
 * **one-core step**: the whole batch on one thread.
 
 A pass is ``Sequential._forward_backward``, what ``minicnn.parallel`` runs on each slice: this section takes that
@@ -111,21 +112,28 @@ def _two_threads(runner, copies, half: int, batch: int, passes: int) -> list[flo
     return [t for part in parallel.run(timed_passes, jobs) for t in part]
 
 
-def _steps(runner, n_threads: int, steps: int) -> list[float]:
-    """Seconds of each of ``steps`` training steps (after one untimed) on ``n_threads`` threads: on two, the 'batch'
-    split; on one, ``minicnn.parallel.slices`` is 0 and the step runs whole."""
+def _steps(runner, n_threads: int, steps: int, processes: bool = True) -> list[float]:
+    """Seconds of each of ``steps`` training steps (after one untimed) on ``n_threads`` threads, in a loop as ``fit``
+    runs its batches (``minicnn.parallel.hold_blas``): on two, the 'batch' split, its second slice in a worker
+    process (``minicnn.workers``, on Linux) or, ``processes=False``, on a thread; on one, ``minicnn.parallel.slices``
+    is 0 and the step runs whole."""
     import minicnn
+    from minicnn import parallel, workers
 
     from . import timing
 
     minicnn.set_parallel("batch")
-    with timing.threads(n_threads):
-        runner.train_step()
-        out = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
+    workers.PROCESSES, before = processes and workers.PROCESSES, workers.PROCESSES
+    try:
+        with timing.threads(n_threads), parallel.hold_blas():
             runner.train_step()
-            out.append(time.perf_counter() - t0)
+            out = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                runner.train_step()
+                out.append(time.perf_counter() - t0)
+    finally:
+        workers.PROCESSES = before
     return out
 
 
@@ -156,7 +164,8 @@ def run(quick: bool = False, log=print) -> dict:
                 _two_threads(passes_runner, copies, half, batch, 2)  # warm-up: the copies' buffers
             passes = 3 if quick else max(5, min(60, round(PASS_SECONDS / one)))
             rounds = 1 if quick else 3
-            times: dict[str, list[float]] = {k: [] for k in ("alone", "processes", "threads", "batch", "one_core")}
+            keys = ("alone", "processes", "threads", "batch", "batch_threads", "one_core")
+            times: dict[str, list[float]] = {k: [] for k in keys}
             for r in range(rounds):
                 with timing.threads(1):
                     times["alone"] += timed_passes(passes_runner, 0, half, passes)
@@ -164,6 +173,7 @@ def run(quick: bool = False, log=print) -> dict:
                 with timing.threads(2):
                     times["threads"] += _two_threads(passes_runner, copies, half, batch, passes)
                 times["batch"] += _steps(step_runner, 2, passes)
+                times["batch_threads"] += _steps(step_runner, 2, passes, processes=False)
                 times["one_core"] += _steps(step_runner, 1, passes)
                 so_far = ", ".join(f"{k} {1e3 * timing.median(v):.2f}" for k, v in times.items())
                 log(f"slices: {name} round {r + 1}: {so_far}")

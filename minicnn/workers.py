@@ -1,0 +1,199 @@
+"""Slices of a training step in worker processes that share the weights, as PyTorch's DistributedDataParallel does.
+
+``minicnn.parallel`` cuts a training batch into slices, one per core. Threads of one process can run them, but they
+share one interpreter: each layer's Python runs under the GIL, one thread at a time, and a thread whose kernel
+returns while the other runs Python waits for it. On the 2-core development machine two slices of the MNIST model
+R (32 images each) took 10-40% longer at once in two threads than in two processes, and more CPU time too (4.35-4.6
+against 4.0-4.1 ms a slice: the threads' Python objects move between the cores' caches). So in a loop of steps
+(``fit``, the benchmarks' turns: a ``minicnn.parallel.hold_blas`` block) on Linux, the slices after the first run
+in worker processes:
+
+* **The weights are shared, not copied.** Before the fork every layer's ``params[key]`` moves into one shared
+  memory mapping (``mmap``, ``MAP_SHARED``): the optimizer's in-place update in this process is what a worker
+  reads at its next step. Beside them lie the workers' gradients, one set per worker.
+* **A worker is this process, forked**: the model, its layers, the compiled kernels; nothing to import or build.
+  It waits on a pipe for its slice (x, y, the loss weight, the random layers' generators), runs
+  ``Sequential._forward_backward`` on it, writes its gradients into the mapping and answers (loss, outputs).
+* **One step**: send each worker its slice, run the first slice here, read the answers, add the workers' gradients
+  to this slice's, in slice order, as the threads' sum does: the same numbers, bit for bit.
+* **A worker is the model as it was at the fork.** Each step compares the model with that: its layers, their
+  settings (``get_config``), their weight arrays, the loss. If anything changed, the workers are closed and forked
+  anew. They also end with the model, at exit, or by ``close(model)``; a worker whose pipe closes exits.
+
+Threads run the slices everywhere else: outside a loop (a lone ``train_on_batch``), off Linux (macOS and Windows
+have no safe ``fork``), and with ``PROCESSES = False``.
+"""
+
+from __future__ import annotations
+
+import gc
+import mmap
+import os
+import signal
+import sys
+import warnings
+import weakref
+from multiprocessing.connection import Pipe
+
+import numpy as np
+
+PROCESSES = sys.platform.startswith("linux") and hasattr(os, "fork")  # False: slices run on threads (comparisons)
+
+_pools: dict[int, Workers] = {}  # id(model) -> its workers
+
+
+class Workers:
+    """k - 1 forked workers for slices 2..k of ``model``'s training steps."""
+
+    def __init__(self, model, k: int):
+        from minicnn import parallel
+
+        self.k = k
+        params = [(layer, key) for layer in model.layers for key in layer.params]
+        trainable = [(i, key) for i, layer in enumerate(model.layers) if layer.trainable for key in layer.params]
+        sizes = [model.layers[i].params[key].nbytes for i, key in trainable]
+        total = sum(p.nbytes for layer, key in params for p in [layer.params[key]]) + (k - 1) * sum(sizes)
+        self.memory = mmap.mmap(-1, max(total, 1))  # anonymous and shared: a forked child sees the same pages
+        offset = 0
+        for layer, key in params:  # the weights move into the mapping; the model keeps them there
+            p = layer.params[key]
+            shared = np.ndarray(p.shape, p.dtype, self.memory, offset)
+            shared[...] = p
+            layer.params[key] = shared
+            offset += p.nbytes
+        self.grads = []  # per worker, [(i, key, its gradient in the mapping)]
+        for _ in range(k - 1):
+            own = []
+            for (i, key), size in zip(trainable, sizes, strict=True):
+                p = model.layers[i].params[key]
+                own.append((i, key, np.ndarray(p.shape, p.dtype, self.memory, offset)))
+                offset += size
+            self.grads.append(own)
+        self.signature = signature(model)  # after the move: the new arrays
+        parallel.shutdown_threads()  # fork a process with one thread: nothing held by a thread that isn't there
+        parallel.stop_blas_workers()
+        self.pids, self.pipes = [], []
+        gc.freeze()  # the worker's garbage collector leaves alone what was there: no copies of those pages
+        for w in range(k - 1):
+            here, there = Pipe()
+            with warnings.catch_warnings():  # Python 3.12+ warns when any thread runs: see _serve, which is safe
+                warnings.filterwarnings("ignore", message=".*fork", category=DeprecationWarning)
+                pid = os.fork()
+            if pid == 0:  # the worker
+                here.close()
+                for pool in _pools.values():  # other models' pipes: their workers must see EOF when those close
+                    pool._close_pipes()
+                for earlier in self.pipes:
+                    earlier.close()
+                _serve(model, there, self.grads[w])  # never returns
+            there.close()
+            self.pids.append(pid)
+            self.pipes.append(here)
+        gc.unfreeze()
+        self._finalizer = weakref.finalize(model, _end, id(model), self, self.pipes, self.pids)
+
+    def forward_backward(self, model, copies, x, y, bounds):
+        """The slices' passes: slice 0 here through ``copies[0]``, the others in the workers. Fills each layer's
+        ``grads`` with the whole batch's gradient; returns [(weighted loss, outputs)] in slice order."""
+        n = len(x)
+        answers = []
+        try:  # whatever happens here (an error, Ctrl-C), no answer may be left in a pipe for the next step
+            for pid, pipe, layers, (s, e) in zip(self.pids, self.pipes, copies[1:], bounds[1:], strict=True):
+                generators = {i: layer.rng for i, layer in enumerate(layers) if hasattr(layer, "rng")}
+                try:
+                    pipe.send((x[s:e], y[s:e], (e - s) / n, generators))
+                except OSError as err:  # BrokenPipeError: the worker is gone
+                    raise RuntimeError(f"the slice worker process {pid} ended: {err}") from err
+            s, e = bounds[0]
+            first = model._forward_backward(copies[0], x[s:e], y[s:e], weight=(e - s) / n)
+            for pid, pipe in zip(self.pids, self.pipes, strict=True):
+                try:
+                    answers.append(pipe.recv())
+                except (EOFError, OSError):
+                    answers.append(("error", f"the slice worker process {pid} ended"))
+        finally:
+            if len(answers) < len(self.pipes) or any(a[0] == "error" for a in answers):
+                close(model)
+        errors = [a[1] for a in answers if a[0] == "error"]
+        if errors:
+            raise RuntimeError(f"a slice of the training step failed in its worker process: {errors[0]}")
+        results = [(first[0] * (e - s) / n, first[1])]
+        results += [(loss * (e - s) / n, out) for (_, loss, out), (s, e) in zip(answers, bounds[1:], strict=True)]
+        for i, layer in enumerate(model.layers):
+            for key, g in copies[0][i].grads.items():  # in slice order, as the threads' sum
+                layer.grads[key] = g
+        for own in self.grads:
+            for i, key, g in own:
+                model.layers[i].grads[key] += g
+        return results
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def _close_pipes(self) -> None:
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def signature(model) -> tuple:
+    """What a worker copied at its fork and must still match: the loss, each layer, its settings, its arrays."""
+    return (
+        id(model.loss),
+        model._first_trainable,
+        tuple((id(layer), layer.get_config(), *map(id, layer.params.values())) for layer in model.layers),
+    )
+
+
+def pool(model, k: int) -> Workers:
+    """``model``'s k - 1 workers, forked on first use and again whenever the model changed."""
+    workers = _pools.get(id(model))
+    if workers is not None and (workers.k != k or workers.signature != signature(model)):
+        close(model)
+        workers = None
+    if workers is None:
+        workers = _pools[id(model)] = Workers(model, k)
+    return workers
+
+
+def close(model) -> None:
+    """End ``model``'s workers, if it has any."""
+    workers = _pools.pop(id(model), None)
+    if workers is not None:
+        workers.close()
+
+
+def _end(key: int, workers: Workers, pipes, pids) -> None:
+    """Close the pipes (each worker then exits) and wait for the workers."""
+    if _pools.get(key) is workers:
+        del _pools[key]
+    for pipe in pipes:
+        pipe.close()
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _serve(model, pipe, grads) -> None:
+    """The worker's loop: a slice in, its pass, its gradients into the mapping, (loss, outputs) out. Ends the
+    process, without Python's exit handlers (they belong to the parent), when the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then closes the pipe
+    warnings.simplefilter("ignore")  # the parent's same pass shows any warning once
+    try:
+        while True:
+            try:
+                x, y, weight, generators = pipe.recv()
+            except (EOFError, OSError):
+                break
+            try:
+                for i, rng in generators.items():
+                    model.layers[i].rng = rng
+                loss, out = model._forward_backward(model.layers, x, y, weight=weight)
+                for i, key, g in grads:
+                    g[...] = model.layers[i].grads[key]
+                pipe.send(("ok", loss, out))
+            except BaseException as e:  # noqa: BLE001 - everything goes back to the parent, which raises it
+                pipe.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        os._exit(0)
