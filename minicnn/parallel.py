@@ -240,8 +240,9 @@ def forward_backward(model, x, y, k: int):
     first have to wake up (about 0.2 ms on the development machine, as long as the sum itself for R)."""
     n = len(x)
     copies = replicas(model.layers, k, training=True)
-    if workers.PROCESSES and _holds and _hold_now():  # a loop of steps: slices 2..k in worker processes
-        results = workers.pool(model, k).forward_backward(model, copies, x, y, bounds(n, k))
+    if k > 1 and workers.PROCESSES and _holds and _hold_now():  # a loop of steps: slices 2..k in worker processes
+        cuts = bounds(n, k)
+        results = workers.pool(model, k, x, y, cuts).forward_backward(model, copies, x, y, cuts)
         return sum(loss for loss, _ in results), np.concatenate([out for _, out in results])
     running = k  # slices not yet ended
     lock = threading.Lock()

@@ -159,3 +159,11 @@ def test_a_lone_step_runs_its_slices_on_threads():
     model, x, y = model_and_data()
     model.train_on_batch(x[:12], y[:12])
     assert id(model) not in workers._pools
+
+
+def test_a_step_too_small_to_split_forks_no_worker():
+    minicnn.set_parallel("auto")  # this model's slices would get too little work: one slice, on this process
+    model, x, y = model_and_data()
+    assert parallel.slices(model, 12) == 1
+    model.fit(x, y, batch_size=12, epochs=1, verbose=0)
+    assert id(model) not in workers._pools
