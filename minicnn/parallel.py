@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
@@ -242,8 +243,14 @@ def forward_backward(model, x, y, k: int):
     copies = replicas(model.layers, k, training=True)
     if k > 1 and workers.PROCESSES and _holds and _hold_now():  # a loop of steps: slices 2..k in worker processes
         cuts = bounds(n, k)
-        results = workers.pool(model, k, x, y, cuts).forward_backward(model, copies, x, y, cuts)
-        return sum(loss for loss, _ in results), np.concatenate([out for _, out in results])
+        try:
+            pool = workers.pool(model, k, x, y, cuts)
+        except OSError as e:  # no fork here: threads from now on
+            workers.PROCESSES = False
+            warnings.warn(f"minicnn.parallel: no worker processes ({e}); the slices run on threads", stacklevel=3)
+        else:
+            results = pool.forward_backward(model, copies, x, y, cuts)
+            return sum(loss for loss, _ in results), np.concatenate([out for _, out in results])
     running = k  # slices not yet ended
     lock = threading.Lock()
 

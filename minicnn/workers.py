@@ -84,23 +84,28 @@ class Workers:
         parallel.shutdown_threads()  # fork a process with one thread: nothing held by a thread that isn't there
         parallel.stop_blas_workers()
         self.pids, self.pipes = [], []
-        gc.freeze()  # the worker's garbage collector leaves alone what was there: no copies of those pages
-        for w in range(k - 1):
-            here, there = Pipe()
-            with warnings.catch_warnings():  # Python 3.12+ warns when any thread runs: see _serve, which is safe
-                warnings.filterwarnings("ignore", message=".*fork", category=DeprecationWarning)
-                pid = os.fork()
-            if pid == 0:  # the worker
-                here.close()
-                for pool in _pools.values():  # other models' pipes: their workers must see EOF when those close
-                    pool._close_pipes()
-                for earlier in self.pipes:
-                    earlier.close()
-                _serve(model, there, self.grads[w], self.memory, self.inputs[w])  # never returns
-            there.close()
-            self.pids.append(pid)
-            self.pipes.append(here)
-        gc.unfreeze()
+        gc.freeze()  # the worker's collections leave what was there alone, rather than write to (copy) its pages
+        try:
+            for w in range(k - 1):
+                here, there = Pipe()
+                with warnings.catch_warnings():  # Python 3.12+ warns when any thread runs: see _serve, which is safe
+                    warnings.filterwarnings("ignore", message=".*fork", category=DeprecationWarning)
+                    pid = os.fork()
+                if pid == 0:  # the worker
+                    here.close()
+                    for pool in _pools.values():  # other models' pipes: their workers must see EOF when those close
+                        pool._close_pipes()
+                    for earlier in self.pipes:
+                        earlier.close()
+                    _serve(model, there, self.grads[w], self.memory, self.inputs[w])  # never returns
+                there.close()
+                self.pids.append(pid)
+                self.pipes.append(here)
+        except BaseException:  # e.g. no fork (out of memory, a process limit): the workers forked so far end
+            _end(None, self, self.pipes, self.pids)
+            raise
+        finally:
+            gc.unfreeze()
         self._finalizer = weakref.finalize(model, _end, id(model), self, self.pipes, self.pids)
 
     def forward_backward(self, model, copies, x, y, bounds):

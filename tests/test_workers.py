@@ -167,3 +167,14 @@ def test_a_step_too_small_to_split_forks_no_worker():
     assert parallel.slices(model, 12) == 1
     model.fit(x, y, batch_size=12, epochs=1, verbose=0)
     assert id(model) not in workers._pools
+
+
+def test_no_fork_falls_back_to_threads_with_a_warning(monkeypatch):
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    with pytest.warns(UserWarning, match=r"no worker processes \(\[Errno 11\] Resource temporarily unavailable\)"):
+        in_threads_after_all = fit(True)
+    assert in_threads_after_all[2] == [None, None] and not workers.PROCESSES
+    assert_same(in_threads_after_all, fit(False))
