@@ -3,10 +3,10 @@
 ``minicnn.parallel`` cuts a training batch into slices, one per core. Threads of one process can run them, but they
 share one interpreter: each layer's Python runs under the GIL, one thread at a time, and a thread whose kernel
 returns while the other runs Python waits for it. On the 2-core development machine two slices of the MNIST model
-R (32 images each) took 10-40% longer at once in two threads than in two processes, and more CPU time too (4.35-4.6
-against 4.0-4.1 ms a slice: the threads' Python objects move between the cores' caches). So in a loop of steps
-(``fit``, the benchmarks' turns: a ``minicnn.parallel.hold_blas`` block) on Linux, the slices after the first run
-in worker processes:
+R (32 images each) at once took 1.16-1.18x as long a pass in two threads as in two processes (the benchmarks'
+``slices`` section, two runs), and more CPU time in some runs (4.5-4.6 against 4.0-4.1 ms: the Python objects that
+both threads touch move between the cores' caches). So in a loop of steps (``fit``, the benchmarks' turns: a
+``minicnn.parallel.hold_blas`` block) on Linux, the slices after the first run in worker processes:
 
 * **The weights are shared, not copied.** Before the fork every layer's ``params[key]`` moves into one shared
   memory mapping (``mmap``, ``MAP_SHARED``): the optimizer's in-place update in this process is what a worker
@@ -43,7 +43,7 @@ PROCESSES = sys.platform.startswith("linux") and hasattr(os, "fork")  # False: s
 
 # Waking a process that sleeps on its pipe took 0.05-0.1 ms on the development VM, twice a step. So each side waits
 # for the other awake first, polling the pipe, for up to SPIN (a step's gap in fit: Adam, the next batch); then it
-# sleeps. R's step on two cores, in turn (8 rounds): 3-10% faster than sleeping at once.
+# sleeps. R's step on two cores, two models in turn (8 rounds): 3-11% faster than sleeping at once.
 SPIN = 0.002
 _pools: dict[int, Workers] = {}  # id(model) -> its workers
 
