@@ -22,10 +22,10 @@ pytestmark = [
 def three_slices(monkeypatch):
     """Three slices (two workers) whatever the machine has, in 'batch' mode, and the settings put back."""
     monkeypatch.setattr(parallel, "threads", lambda: 3)
+    monkeypatch.setattr(workers, "PROCESSES", workers.PROCESSES)  # the tests set it; monkeypatch puts it back
     minicnn.set_parallel("batch")
     yield
     minicnn.set_parallel("auto")
-    workers.PROCESSES = True
 
 
 def model_and_data(seed=0, dropout=True):
