@@ -5,8 +5,9 @@ share one interpreter: each layer's Python runs under the GIL, one thread at a t
 returns while the other runs Python waits for it. On the 2-core development machine two slices of the MNIST model
 R (32 images each) at once took 1.12-1.18x as long a pass in two threads as in two processes (the benchmarks'
 ``slices`` section, five runs), and in one pair of scratch runs more CPU time too (4.5-4.6 against 4.0-4.1 ms a
-pass: the Python objects that both threads touch move between the cores' caches). So in a loop of steps (``fit``, the benchmarks' turns: a
-``minicnn.parallel.hold_blas`` block) on Linux, the slices after the first run in worker processes:
+pass: the Python objects that both threads touch move between the cores' caches). So in a loop of steps (``fit``,
+the benchmarks' turns: a ``minicnn.parallel.hold_blas`` block) on Linux, the slices after the first run in worker
+processes:
 
 * **The weights are shared, not copied.** Before the fork every layer's ``params[key]`` moves into one shared
   memory mapping (``mmap``, ``MAP_SHARED``): the optimizer's in-place update in this process is what a worker
