@@ -31,6 +31,7 @@ from __future__ import annotations
 import gc
 import mmap
 import os
+import pickle
 import signal
 import sys
 import time
@@ -122,7 +123,7 @@ class Workers:
                 generators = {i: layer.rng for i, layer in enumerate(layers) if hasattr(layer, "rng")}
                 pid, pipe = self.pids[w], self.pipes[w]
                 try:
-                    pipe.send((xs.shape, xs.dtype.str, ys.shape, ys.dtype.str, (e - s) / n, generators))
+                    _send(pipe, (xs.shape, xs.dtype.str, ys.shape, ys.dtype.str, (e - s) / n, generators))
                 except OSError as err:  # BrokenPipeError: the worker is gone
                     raise RuntimeError(f"the slice worker process {pid} ended: {err}") from err
             s, e = bounds[0]
@@ -130,7 +131,7 @@ class Workers:
             for pid, pipe in zip(self.pids, self.pipes, strict=True):
                 try:
                     _wait(pipe)
-                    answers.append(pipe.recv())
+                    answers.append(_recv(pipe))
                 except (EOFError, OSError):
                     answers.append(("error", f"the slice worker process {pid} ended"))
         finally:
@@ -204,6 +205,16 @@ def _end(key: int, workers: Workers, pipes, pids) -> None:
             pass
 
 
+def _send(pipe, message) -> None:
+    """``pipe.send`` with plain pickle: ``Connection.send`` builds multiprocessing's pickler for every message, which
+    copies the table of every reducer registered with it (PyTorch registers its own when imported)."""
+    pipe.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def _recv(pipe):
+    return pickle.loads(pipe.recv_bytes())
+
+
 def _wait(pipe) -> None:
     """Wait for a message on ``pipe`` awake for up to SPIN seconds, then asleep (in ``recv``)."""
     end = time.perf_counter() + SPIN
@@ -221,7 +232,7 @@ def _serve(model, pipe, grads, memory, offset: int) -> None:
         while True:
             try:
                 _wait(pipe)
-                x_shape, x_dtype, y_shape, y_dtype, weight, generators = pipe.recv()
+                x_shape, x_dtype, y_shape, y_dtype, weight, generators = _recv(pipe)
             except (EOFError, OSError):
                 break
             try:
@@ -232,8 +243,8 @@ def _serve(model, pipe, grads, memory, offset: int) -> None:
                 loss, out = model._forward_backward(model.layers, x, y, weight=weight)
                 for i, key, g in grads:
                     g[...] = model.layers[i].grads[key]
-                pipe.send(("ok", loss, out))
+                _send(pipe, ("ok", loss, out))
             except BaseException as e:  # noqa: BLE001 - everything goes back to the parent, which raises it
-                pipe.send(("error", f"{type(e).__name__}: {e}"))
+                _send(pipe, ("error", f"{type(e).__name__}: {e}"))
     finally:
         os._exit(0)
