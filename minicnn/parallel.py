@@ -22,8 +22,8 @@ On a machine with more than one core there are two ways to share a training step
   In a loop of steps (``fit``: a ``hold_blas`` block) on Linux the slices after the first run in worker processes
   instead of threads (``minicnn.workers``): forked copies of the process that share the weights through shared
   memory, each with an interpreter of its own. The same step, bit for bit; on the development machine R's step
-  on two cores took 5.19-6.48 ms that way against 5.93-7.17 on threads (the ``slices`` section, five runs; less
-  in four of them), C's 72.1-94.8 against 75.3-98.9.
+  on two cores took 5.19-6.48 ms that way against 5.93-7.17 on threads (the ``slices`` section, eight runs; less
+  in seven of them), C's 72.1-94.8 against 75.3-98.9.
 * ``'auto'``, the default: ``'batch'`` when each slice gets at least ``MIN_SLICE_MACS`` multiply-adds of forward
   work (C at 128 on two threads: 1,600 million; R at 64: 84 million; R at 32: 42 million, 9.7 ms a step against
   13.2 on one core), else the whole step on one core, as one slice (S at 32: 3 million a slice, 2.7 ms against

@@ -3,8 +3,8 @@
 ``minicnn.parallel`` cuts a training batch into slices, one per core. Threads of one process can run them, but they
 share one interpreter: each layer's Python runs under the GIL, one thread at a time, and a thread whose kernel
 returns while the other runs Python waits for it. On the 2-core development machine two slices of the MNIST model
-R (32 images each) at once took 1.12-1.18x as long a pass in two threads as in two processes (the benchmarks'
-``slices`` section, five runs), and in one pair of scratch runs more CPU time too (4.5-4.6 against 4.0-4.1 ms a
+R (32 images each) at once took 1.11-1.20x as long a pass in two threads as in two processes (the benchmarks'
+``slices`` section, eight runs), and in one pair of scratch runs more CPU time too (4.5-4.6 against 4.0-4.1 ms a
 pass: the Python objects that both threads touch move between the cores' caches). So in a loop of steps (``fit``,
 the benchmarks' turns: a ``minicnn.parallel.hold_blas`` block) on Linux, the slices after the first run in worker
 processes:
