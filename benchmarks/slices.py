@@ -123,7 +123,8 @@ def _steps(runner, n_threads: int, steps: int, processes: bool = True) -> list[f
     from . import timing
 
     minicnn.set_parallel("batch")
-    workers.PROCESSES, before = processes and workers.PROCESSES, workers.PROCESSES
+    before = workers.PROCESSES
+    workers.PROCESSES = processes and before
     try:
         with timing.threads(n_threads), parallel.hold_blas():
             runner.train_step()
