@@ -588,14 +588,14 @@ def test_dense_in_pieces_matches_reference(monkeypatch, units):
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_sparse_backward_over_several_passes(padding):
-    # dw takes PIXELS_PER_PASS output pixels a pass, counted through the batch: here 3 images of 11x11 (or 13x13)
+    # dw takes PIXELS_PER_PASS output pixels a pass, counted through the batch: here 6 images of 11x11 (or 13x13)
     # pixels, so passes that end mid-image and a short last one, at R's 32 input channels, f64
     rng = np.random.default_rng(5)
-    x, w = rng.standard_normal((3, 13, 13, 32)), rng.standard_normal((3, 3, 32, 16))
+    x, w = rng.standard_normal((6, 13, 13, 32)), rng.standard_normal((3, 3, 32, 16))
     pad = padding_amounts(13, 13, 3, 3, (1, 1), padding)
     Ho, Wo = output_size(13, 13, 3, 3, (1, 1), pad)
-    assert (3 * Ho * Wo) % sparse.PIXELS_PER_PASS and 3 * Ho * Wo > 4 * sparse.PIXELS_PER_PASS
-    dout = rng.standard_normal((3, Ho, Wo, 16)) * (rng.random((3, Ho, Wo, 16)) < 0.2)
+    assert (6 * Ho * Wo) % sparse.PIXELS_PER_PASS and 6 * Ho * Wo > 4 * sparse.PIXELS_PER_PASS
+    dout = rng.standard_normal((6, Ho, Wo, 16)) * (rng.random((6, Ho, Wo, 16)) < 0.2)
     dw, dx = sparse.conv2d_dw_dx(x, dout, w, (1, 1), pad)
     ref_dx, ref_dw, _ = reference.conv2d_backward(dout, (x, w, (1, 1), pad))
     assert relative_error(dw, ref_dw) < 1e-12 and relative_error(dx, ref_dx) < 1e-12
