@@ -34,15 +34,14 @@ calls alternating with the copying kernel's, medians of the paired ratios over 4
 ms, 3.39 against 3.99). The same sums in the same order again: dw and dx are bitwise the same as the copying
 kernel's.
 
-Four things keep its loops fast: no computed signed index (Numba checks one for a negative value, and that check
-made the loop that adds into dx scalar: 1 ms more; the patches' copies, written with computed indices, took 0.5 ms
-against 0.14), so dx's loops index views of rows with loop counters from 0; dw's loops index x and dw by unsigned
-offsets, not views, since each view costs a call into Numba's runtime (dw alone, from a list of the nonzero g made
-beforehand: 1.2 ms with views of the rows against 0.74-0.80); a sum of products written ``d + g0 * v0 + ...``
-from the left is fused multiply-adds in a row; and the gather writes only the
-filter, one store per element, and reads the k nonzero g after. Only ``fastmath``'s contraction is asked for:
-all of it would let the compiler assume no NaN, and a NaN g must count as nonzero, so that it reaches dw and dx
-as it does through the GEMMs.
+Three things keep its loops fast: no computed signed index (Numba checks one for a negative value, and that check made
+the loop that adds into dx scalar: 1 ms more; the patches' copies, written with computed indices, took 0.5 ms against
+0.14), so dx's loops index views of rows with loop counters from 0; dw's loops index x and dw by unsigned offsets, not
+views of rows, which measured slower there (dw alone, from a list of the nonzero g made beforehand: 1.2 ms with views
+against 0.74-0.80); a sum of products written ``d + g0 * v0 + ...`` from the left is fused multiply-adds in a row; and
+the gather writes only the filter, one store per element, and reads the k nonzero g after. Only ``fastmath``'s
+contraction is asked for: all of it would let the compiler assume no NaN, and a NaN g must count as nonzero, so that
+it reaches dw and dx as it does through the GEMMs.
 
 The patch and dx's place of it follow ``pad`` and ``stride`` as im2col does: a tap that falls in the padding reads
 a zero and writes nothing.
