@@ -30,7 +30,7 @@ On the 2-core Xeon VM, that layer at batch 32 (15% nonzero), one thread, medians
 bitwise the same either way (the same sums in the same order); dx is summed in another order. Each pixel's patch
 was copied into a buffer for dw at first; read in place, eight g a pass and 128 pixels a pass (not 64), the
 kernel took 0.88x the time at batch 32 and 0.85x at 64 (R's 32->64 layer, its dz from training, 18% nonzero;
-calls alternating with the copying kernel's, medians of the paired ratios over 400-800 calls: 1.80 against 2.06
+calls alternating with the copying kernel's, medians of the paired ratios over 400-600 calls: 1.80 against 2.06
 ms, 3.39 against 3.99). The same sums in the same order again: dw and dx are bitwise the same as the copying
 kernel's.
 
@@ -139,9 +139,10 @@ def _dw_dx(xp, dout, wt, H, W, sh, sw, pt, pl, need_dx, dwt, dx):
             h0, w0 = i * sh - pt, j * sw - pl
             q0, q1 = max(0, -w0), min(kw, W - w0)
             a, b = (w0 + q0) * C, (w0 + q1) * C  # those taps' span of an image row of dx
+            inside = q0 == 0 and q1 == kw and h0 >= 0 and h0 + kh <= H  # no tap in the padding
             t = 0
-            if q0 == 0 and q1 == kw and h0 >= 0 and h0 + kh <= H:  # no tap in the padding: dx: g * w[f] straight
-                while t + 4 <= k:  # into the patch's kh rows of dx, four filters a pass
+            if inside:  # dx: g * w[f] straight into the patch's kh rows of dx, four filters a pass
+                while t + 4 <= k:
                     g0, g1, g2, g3 = gs[t], gs[t + 1], gs[t + 2], gs[t + 3]
                     v0, v1, v2, v3 = w2[fs[t]], w2[fs[t + 1]], w2[fs[t + 2]], w2[fs[t + 3]]
                     for p in range(kh):
@@ -176,8 +177,10 @@ def _dw_dx(xp, dout, wt, H, W, sh, sw, pt, pl, need_dx, dwt, dx):
                     d, src = dx[n, h, a:b], acc[p * R + q0 * C : p * R + q1 * C]
                     for c in range(b - a):
                         d[c] += src[c]
-        for f in range(F):  # dw: filter f's row adds g * patch for its filed g, row p of the patches at a time,
-            k, t = count[f], 0  # eight g a pass, then four, then one
+        # dw: filter f's row adds g * patch for its filed g, eight g a pass (then four, then one), a kernel row p of
+        # the patches at a time: R numbers of dw's row from top + p*R, of x's rows from each patch's start + p*WpC
+        for f in range(F):
+            k, t = count[f], 0
             top = np.uint64(f) * K_  # filter f's row of dwf
             while t + 8 <= k:
                 g0, g1, g2, g3 = gf[f, t], gf[f, t + 1], gf[f, t + 2], gf[f, t + 3]
@@ -185,7 +188,7 @@ def _dw_dx(xp, dout, wt, H, W, sh, sw, pt, pl, need_dx, dwt, dx):
                 x0, x1, x2, x3 = patch[f, t], patch[f, t + 1], patch[f, t + 2], patch[f, t + 3]
                 x4, x5, x6, x7 = patch[f, t + 4], patch[f, t + 5], patch[f, t + 6], patch[f, t + 7]
                 for p in range(kh):
-                    r, o = top + np.uint64(p) * R_, np.uint64(p) * row_step  # dw's row p, x's row p of the patch
+                    r, o = top + np.uint64(p) * R_, np.uint64(p) * row_step
                     for c in range(R):
                         rc, oc = r + np.uint64(c), o + np.uint64(c)
                         dwf[rc] = (
