@@ -193,16 +193,17 @@ class Sequential:
 
         On several cores the batch may be cut into slices that threads run at once (``minicnn.parallel``)."""
         k = parallel.slices(self, len(x))
-        if k:
-            loss, out = parallel.forward_backward(self, x, y, k)
+        if k:  # the slices' passes, then the optimizer's step (in worker processes, as the gradients come in)
+            loss, out = parallel.forward_backward(self, x, y, k, self.optimizer.apply_gradients)
         else:
             loss, out = self._forward_backward(self.layers, x, y)
-        self.optimizer.apply_gradients(self._trainable_items())
+            self.optimizer.apply_gradients(self._trainable_items())
         return float(loss), out
 
-    def _forward_backward(self, layers, x, y, weight: float = 1.0):
+    def _forward_backward(self, layers, x, y, weight: float = 1.0, after_step=None):
         """Steps 2-4 above through ``layers`` (this model's, or one thread's copies of them), dL/d(output) scaled
-        by ``weight``. Returns (the mean loss over x, the outputs)."""
+        by ``weight``; ``after_step(step)``, if given, after each step's backward pass. Returns (the mean loss over
+        x, the outputs)."""
         out = self._forward(x, training=True, layers=layers)
         last = layers[-1]
         if self._fused():
@@ -211,8 +212,12 @@ class Sequential:
         else:
             loss, dout = self.loss.forward(out, y)
             dout = last.backward(dout * weight if weight != 1 else dout)
+        if after_step is not None:
+            after_step(last)
         for step in reversed(self._steps(layers, self._first_trainable)[:-1]):  # the same steps as _forward's
             dout = step.backward(dout)
+            if after_step is not None:
+                after_step(step)
         return loss, out
 
     def _trainable_items(self):

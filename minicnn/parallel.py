@@ -234,9 +234,10 @@ def stop_blas_workers() -> None:
                 shutdown()
 
 
-def forward_backward(model, x, y, k: int):
+def forward_backward(model, x, y, k: int, apply):
     """``model``'s forward and backward pass on k slices of the batch at once; fills each layer's ``grads`` with
-    the whole batch's gradient. Returns (the batch's mean loss, the outputs).
+    the whole batch's gradient, and calls ``apply`` (the optimizer's ``apply_gradients``) on the (key, weights,
+    gradient) items. Returns (the batch's mean loss, the outputs).
 
     The last slice to end adds up the gradients, at once: this thread, if another slice ends after its own, would
     first have to wake up (about 0.2 ms on the development machine, as long as the sum itself for R)."""
@@ -250,7 +251,7 @@ def forward_backward(model, x, y, k: int):
             workers.PROCESSES = False
             warnings.warn(f"minicnn.parallel: no worker processes ({e}); the slices run on threads", stacklevel=3)
         else:
-            results = pool.forward_backward(model, copies, x, y, cuts)
+            results = pool.forward_backward(model, copies, x, y, cuts, apply)
             return sum(loss for loss, _ in results), np.concatenate([out for _, out in results])
     running = k  # slices not yet ended
     lock = threading.Lock()
@@ -273,6 +274,7 @@ def forward_backward(model, x, y, k: int):
                 layer.grads[key] = g
 
     results = run(job, [(layers, s, e) for layers, (s, e) in zip(copies, bounds(n, k), strict=True)])
+    apply(model._trainable_items())
     return sum(loss for loss, _ in results), np.concatenate([out for _, out in results])
 
 

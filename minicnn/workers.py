@@ -14,10 +14,15 @@ processes:
   reads at its next step. Beside them lie the workers' gradients, one set per worker.
 * **A worker is this process, forked**: the model, its layers, the compiled kernels; nothing to import or build.
   It waits on a pipe for its slice (x and y in the mapping; the loss weight, the random layers' generators), runs
-  ``Sequential._forward_backward`` on it, writes its gradients into the mapping and answers (loss, outputs).
+  ``Sequential._forward_backward`` on it and answers (loss, outputs). After each step of its backward pass it
+  copies that step's gradients into the mapping and counts the step there.
 * **One step**: copy each worker's slice into the mapping and send it the slice's shapes, run the first slice here,
-  read the answers, add the workers' gradients to this slice's, in slice order, as the threads' sum does: the same
-  numbers, bit for bit. Each side waits for the other awake for a while (``SPIN``) before it sleeps.
+  then the optimizer's step, the last layer's weights first: each layer's as soon as the workers have counted its
+  backward step, their gradients added to this slice's, in slice order, as the threads' sum does. The same numbers,
+  bit for bit; but while the workers still run their first layers' backward passes, which take the longest, this
+  process already updates the last ones', the Dense layers' (most of the weights of a small CNN) among them. At
+  the end, the answers. Each side waits for the other awake for a while (``SPIN``) before it sleeps.
+  An error in a worker stops the optimizer's step where it has got to: the layers it has updated stay updated.
 * **A worker is the model as it was at the fork.** Each step compares the model with that: its layers, their
   settings (``get_config``), their weight arrays, the loss. If anything changed, the workers are closed and forked
   anew. They also end with the model, at exit, or by ``close(model)``; a worker whose pipe closes exits.
@@ -60,10 +65,14 @@ class Workers:
         params = [(layer, key) for layer in model.layers for key in layer.params]
         trainable = [(i, key) for i, layer in enumerate(model.layers) if layer.trainable for key in layer.params]
         sizes = [model.layers[i].params[key].nbytes for i, key in trainable]
-        total = sum(p.nbytes for layer, key in params for p in [layer.params[key]])
+        head = -(-8 * (k - 1) // 64) * 64  # the workers' counters, then the weights from a cache line's start
+        total = head + sum(p.nbytes for layer, key in params for p in [layer.params[key]])
         total += (k - 1) * (sum(sizes) + room)
         self.memory = mmap.mmap(-1, max(total, 1))  # anonymous and shared: a forked child sees the same pages
-        offset = 0
+        # per worker, how many backward steps it has run and copied the gradients of, since its fork
+        self.counters = [np.ndarray((1,), np.int64, self.memory, 8 * w) for w in range(k - 1)]
+        self.steps_done = 0  # the same count, as this process expects it after the last step
+        offset = head
         for layer, key in params:  # the weights move into the mapping; the model keeps them there
             p = layer.params[key]
             shared = np.ndarray(p.shape, p.dtype, self.memory, offset)
@@ -78,6 +87,7 @@ class Workers:
                 own.append((i, key, np.ndarray(p.shape, p.dtype, self.memory, offset)))
                 offset += size
             self.grads.append(own)
+        self.grads_by_key = [{(i, key): g for i, key, g in own} for own in self.grads]
         self.inputs = []  # per worker, the offset of ``room`` bytes for its slice of x and y
         for _ in range(k - 1):
             self.inputs.append(offset)
@@ -99,7 +109,7 @@ class Workers:
                         pool._close_pipes()
                     for earlier in self.pipes:
                         earlier.close()
-                    _serve(model, there, self.grads[w], self.memory, self.inputs[w])  # never returns
+                    _serve(model, there, self.grads[w], self.counters[w], self.memory, self.inputs[w])  # no return
                 there.close()
                 self.pids.append(pid)
                 self.pipes.append(here)
@@ -110,9 +120,10 @@ class Workers:
             gc.unfreeze()
         self._finalizer = weakref.finalize(model, _end, id(model), self, self.pipes, self.pids)
 
-    def forward_backward(self, model, copies, x, y, bounds):
-        """The slices' passes: slice 0 here through ``copies[0]``, the others in the workers. Fills each layer's
-        ``grads`` with the whole batch's gradient; returns [(weighted loss, outputs)] in slice order."""
+    def forward_backward(self, model, copies, x, y, bounds, apply):
+        """The slices' passes: slice 0 here through ``copies[0]``, the others in the workers; then ``apply`` (the
+        optimizer's step) on the whole batch's gradients, each layer's as soon as the workers' parts of it are in
+        (``_gradients``), which fills each layer's ``grads``. Returns [(weighted loss, outputs)] in slice order."""
         n = len(x)
         answers = []
         try:  # whatever happens here (an error, Ctrl-C), no answer may be left in a pipe for the next step
@@ -128,6 +139,10 @@ class Workers:
                     raise RuntimeError(f"the slice worker process {pid} ended: {err}") from err
             s, e = bounds[0]
             first = model._forward_backward(copies[0], x[s:e], y[s:e], weight=(e - s) / n)
+            for i, layer in enumerate(model.layers):
+                for key, g in copies[0][i].grads.items():
+                    layer.grads[key] = g
+            apply(self._gradients(model))
             for pid, pipe in zip(self.pids, self.pipes, strict=True):
                 try:
                     _wait(pipe)
@@ -142,13 +157,41 @@ class Workers:
             raise RuntimeError(f"a slice of the training step failed in its worker process: {errors[0]}")
         results = [(first[0] * (e - s) / n, first[1])]
         results += [(loss * (e - s) / n, out) for (_, loss, out), (s, e) in zip(answers, bounds[1:], strict=True)]
-        for i, layer in enumerate(model.layers):
-            for key, g in copies[0][i].grads.items():  # in slice order, as the threads' sum
-                layer.grads[key] = g
-        for own in self.grads:
-            for i, key, g in own:
-                model.layers[i].grads[key] += g
         return results
+
+    def _gradients(self, model):
+        """The optimizer's (key, weights, gradient) items, the last layer's first. For each step of the backward
+        pass, as soon as every worker has run it and copied its gradients into the mapping, they are added to this
+        process's (in slice order, as the threads' sum) and the step's weights go to the optimizer: while the
+        workers still run their first layers' backward passes, the optimizer updates the last layers' weights
+        here, the Dense layers' (most of R's weights) among them."""
+        index = {id(layer): i for i, layer in enumerate(model.layers)}
+        steps = model._steps(model.layers, model._first_trainable)[::-1]  # in the order the backward pass runs
+        for done, step in enumerate(steps, self.steps_done + 1):
+            trainable = [layer for layer in getattr(step, "layers", (step,)) if layer.trainable]
+            for w in range(len(self.pids)):
+                self._wait_for(w, done)
+                for layer in trainable:
+                    for key in layer.params:
+                        layer.grads[key] += self.grads_by_key[w][index[id(layer)], key]
+            for layer in trainable:
+                for key in layer.params:
+                    yield f"{layer.name}/{key}", layer.params[key], layer.grads[key]
+        self.steps_done += len(steps)
+
+    def _wait_for(self, w: int, done: int) -> None:
+        """Until worker w has run ``done`` backward steps since its fork (its counter in the mapping). A message on
+        its pipe before that is an error, or the end of the worker: raised."""
+        counter, pipe = self.counters[w], self.pipes[w]
+        end = time.perf_counter() + SPIN
+        while counter[0] < done:  # awake for up to SPIN, then in short sleeps on the pipe
+            # the worker counts its last step before it answers: a message with the count still short is no answer
+            if pipe.poll(0 if time.perf_counter() < end else 0.0002) and counter[0] < done:
+                try:
+                    answer = _recv(pipe)
+                except (EOFError, OSError):
+                    answer = ("error", f"the slice worker process {self.pids[w]} ended")
+                raise RuntimeError(f"a slice of the training step failed in its worker process: {answer[1]}")
 
     def close(self) -> None:
         self._finalizer()
@@ -222,12 +265,25 @@ def _wait(pipe) -> None:
         pass
 
 
-def _serve(model, pipe, grads, memory, offset: int) -> None:
+def _serve(model, pipe, grads, counter, memory, offset: int) -> None:
     """The worker's loop: a slice in (its shapes and dtypes through the pipe, its numbers in the mapping at
-    ``offset``), its pass, its gradients into the mapping, (loss, outputs) out. Ends the process, without Python's
-    exit handlers (they belong to the parent), when the pipe closes."""
+    ``offset``), its pass, (loss, outputs) out. After each step of its backward pass it copies that step's
+    gradients into the mapping and counts the step in ``counter``, so that the parent can add them up and update
+    those weights while this pass goes on. Ends the process, without Python's exit handlers (they belong to the
+    parent), when the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then closes the pipe
     warnings.simplefilter("ignore")  # the parent's same pass shows any warning once
+    index = {id(layer): i for i, layer in enumerate(model.layers)}
+    by_layer: dict[int, list] = {}  # a layer's place in the model -> [(key, its gradient in the mapping)]
+    for i, key, g in grads:
+        by_layer.setdefault(i, []).append((key, g))
+
+    def after_step(step):
+        for layer in getattr(step, "layers", (step,)):
+            for key, g in by_layer.get(index[id(layer)], ()):
+                g[...] = layer.grads[key]
+        counter[0] += 1  # after the copies: the parent reads them once it sees the count
+
     try:
         while True:
             try:
@@ -240,9 +296,7 @@ def _serve(model, pipe, grads, memory, offset: int) -> None:
                 y = np.ndarray(y_shape, y_dtype, memory, offset + _y_offset(x))
                 for i, rng in generators.items():
                     model.layers[i].rng = rng
-                loss, out = model._forward_backward(model.layers, x, y, weight=weight)
-                for i, key, g in grads:
-                    g[...] = model.layers[i].grads[key]
+                loss, out = model._forward_backward(model.layers, x, y, weight=weight, after_step=after_step)
                 _send(pipe, ("ok", loss, out))
             except BaseException as e:  # noqa: BLE001 - everything goes back to the parent, which raises it
                 _send(pipe, ("error", f"{type(e).__name__}: {e}"))

@@ -128,7 +128,7 @@ def test_train_parallel_batch_splits_each_batch(tmp_path, monkeypatch):
     monkeypatch.setattr(parallel, "threads", lambda: 2)
     split = []
     real = parallel.forward_backward
-    monkeypatch.setattr(parallel, "forward_backward", lambda *a: split.append(a[-1]) or real(*a))
+    monkeypatch.setattr(parallel, "forward_backward", lambda *a: split.append(a[3]) or real(*a))
     args = ["train", str(photos), "--model", "tiny", "--image-size", "16", "--epochs", "1", "--batch-size", "4",
             "--validation-split", "0", "--out", str(tmp_path / "m.safetensors"), "--verbose", "0"]  # fmt: skip
     try:

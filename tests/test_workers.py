@@ -106,10 +106,10 @@ def test_an_error_in_a_worker_reaches_the_caller_and_the_next_fit_forks_new_ones
     model, x, y = model_and_data(dropout=False)
     real = model._forward_backward
 
-    def failing(layers, xs, ys, weight=1.0):
+    def failing(layers, xs, ys, weight=1.0, after_step=None):
         if os.getpid() != parent:
             raise FloatingPointError("a slice failed on purpose")
-        return real(layers, xs, ys, weight)
+        return real(layers, xs, ys, weight, after_step)
 
     parent = os.getpid()
     model.fit(x, y, batch_size=12, epochs=1, verbose=0)  # workers forked before the fault: they do not have it
@@ -122,6 +122,35 @@ def test_an_error_in_a_worker_reaches_the_caller_and_the_next_fit_forks_new_ones
     for pid in old.pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reaped
+    model._forward_backward = real
+    model.fit(x, y, batch_size=12, epochs=1, verbose=0)
+    assert id(model) in workers._pools
+
+
+def test_an_error_in_the_middle_of_a_workers_backward_pass_is_reported():
+    # the parent updates each layer's weights as the worker's gradients come in: an error after the worker has
+    # counted some of its backward steps must still reach the caller, not leave it waiting for the rest
+    model, x, y = model_and_data(dropout=False)
+    real = model._forward_backward
+    parent = os.getpid()
+
+    def failing(layers, xs, ys, weight=1.0, after_step=None):
+        if os.getpid() == parent or after_step is None:
+            return real(layers, xs, ys, weight, after_step)
+        done = []
+
+        def after(step):
+            after_step(step)
+            done.append(step)
+            if len(done) == 2:  # Dense and Flatten counted, the convolution and pooling not
+                raise FloatingPointError("failed after two steps")
+
+        return real(layers, xs, ys, weight, after)
+
+    model._forward_backward = failing  # before the first fit: the workers are forked with it
+    with pytest.raises(RuntimeError, match="FloatingPointError: failed after two steps"):
+        model.fit(x, y, batch_size=12, epochs=1, verbose=0)
+    assert id(model) not in workers._pools
     model._forward_backward = real
     model.fit(x, y, batch_size=12, epochs=1, verbose=0)
     assert id(model) in workers._pools

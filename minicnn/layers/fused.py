@@ -28,6 +28,7 @@ class ConvReLUMaxPool:
 
     def __init__(self, conv: Conv2D, pool: MaxPooling2D):
         self.conv, self.pool = conv, pool
+        self.layers = (conv, pool)  # what a step of a pass runs (a plain layer is a step of its own)
         self.name = f"{conv.name} + {pool.name}"  # as ``model.profile`` shows the step
 
     @staticmethod
