@@ -21,7 +21,8 @@ processes:
   backward step, their gradients added to this slice's, in slice order, as the threads' sum does. The same numbers,
   bit for bit; but while the workers still run their first layers' backward passes, which take the longest, this
   process already updates the last ones', the Dense layers' (most of the weights of a small CNN) among them. At
-  the end, the answers. Each side waits for the other awake for a while (``SPIN``) before it sleeps.
+  the end, the answers (on x86; elsewhere the answers come first: see ``STORES_IN_ORDER``). Each side waits for
+  the other awake for a while (``SPIN``) before it sleeps.
   An error in a worker stops the optimizer's step where it has got to: the layers it has updated stay updated.
 * **A worker is the model as it was at the fork.** Each step compares the model with that: its layers, their
   settings (``get_config``), their weight arrays, the loss. If anything changed, the workers are closed and forked
@@ -37,6 +38,7 @@ import gc
 import mmap
 import os
 import pickle
+import platform
 import signal
 import sys
 import time
@@ -52,6 +54,11 @@ PROCESSES = sys.platform.startswith("linux") and hasattr(os, "fork")  # False: s
 # for the other awake first, polling the pipe, for up to SPIN (a step's gap in fit: Adam, the next batch); then it
 # sleeps. R's step on two cores, two models in turn (8 rounds): 3-11% faster than sleeping at once.
 SPIN = 0.002
+# A worker copies a step's gradients into the mapping, then counts the step there; the parent, seeing the count,
+# reads the gradients. x86 processors make one core's stores visible to the others in the order they were made, so
+# that is safe there. Other processors (ARM's) may show the count first: there the parent reads the workers'
+# answers (through the pipe, which orders everything before it) before the optimizer's step.
+STORES_IN_ORDER = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _pools: dict[int, Workers] = {}  # id(model) -> its workers
 
 
@@ -142,13 +149,16 @@ class Workers:
             for i, layer in enumerate(model.layers):
                 for key, g in copies[0][i].grads.items():
                     layer.grads[key] = g
-            apply(self._gradients(model))
+            if STORES_IN_ORDER:
+                apply(self._gradients(model))
             for pid, pipe in zip(self.pids, self.pipes, strict=True):
                 try:
                     _wait(pipe)
                     answers.append(_recv(pipe))
                 except (EOFError, OSError):
                     answers.append(("error", f"the slice worker process {pid} ended"))
+            if not STORES_IN_ORDER and not any(a[0] == "error" for a in answers):
+                apply(self._gradients(model))  # every count is in: nothing to wait for
         finally:
             if len(answers) < len(self.pipes) or any(a[0] == "error" for a in answers):
                 close(model)

@@ -127,6 +127,13 @@ def test_an_error_in_a_worker_reaches_the_caller_and_the_next_fit_forks_new_ones
     assert id(model) in workers._pools
 
 
+@pytest.mark.parametrize("in_order", [True, False])
+def test_the_optimizers_step_waits_for_the_workers_gradients_either_way(monkeypatch, in_order):
+    # x86: the step starts as the workers' counts come in; elsewhere after their answers: the same training
+    monkeypatch.setattr(workers, "STORES_IN_ORDER", in_order)
+    assert_same(fit(True), fit(False))
+
+
 def test_an_error_in_the_middle_of_a_workers_backward_pass_is_reported():
     # the parent updates each layer's weights as the worker's gradients come in: an error after the worker has
     # counted some of its backward steps must still reach the caller, not leave it waiting for the rest
