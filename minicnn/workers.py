@@ -78,7 +78,8 @@ class Workers:
         self.memory = mmap.mmap(-1, max(total, 1))  # anonymous and shared: a forked child sees the same pages
         # per worker, how many backward steps it has run and copied the gradients of, since its fork
         self.counters = [np.ndarray((1,), np.int64, self.memory, 8 * w) for w in range(k - 1)]
-        self.steps_done = 0  # the same count, as this process expects it after the last step
+        self.steps_done = 0  # the same count, as this process expects it after the last step (set as a step
+        # starts, not as its optimizer's step ends: an optimizer that stops early must not leave it behind)
         offset = head
         for layer, key in params:  # the weights move into the mapping; the model keeps them there
             p = layer.params[key]
@@ -149,8 +150,10 @@ class Workers:
             for i, layer in enumerate(model.layers):
                 for key, g in copies[0][i].grads.items():
                     layer.grads[key] = g
+            steps = model._steps(model.layers, model._first_trainable)[::-1]  # in the order the backward pass runs
+            base, self.steps_done = self.steps_done, self.steps_done + len(steps)  # the counts this step ends at
             if STORES_IN_ORDER:
-                apply(self._gradients(model))
+                apply(self._gradients(model, steps, base))
             for pid, pipe in zip(self.pids, self.pipes, strict=True):
                 try:
                     _wait(pipe)
@@ -158,7 +161,7 @@ class Workers:
                 except (EOFError, OSError):
                     answers.append(("error", f"the slice worker process {pid} ended"))
             if not STORES_IN_ORDER and not any(a[0] == "error" for a in answers):
-                apply(self._gradients(model))  # every count is in: nothing to wait for
+                apply(self._gradients(model, steps, base))  # every count is in: nothing to wait for
         finally:
             if len(answers) < len(self.pipes) or any(a[0] == "error" for a in answers):
                 close(model)
@@ -169,15 +172,15 @@ class Workers:
         results += [(loss * (e - s) / n, out) for (_, loss, out), (s, e) in zip(answers, bounds[1:], strict=True)]
         return results
 
-    def _gradients(self, model):
-        """The optimizer's (key, weights, gradient) items, the last layer's first. For each step of the backward
-        pass, as soon as every worker has run it and copied its gradients into the mapping, they are added to this
+    def _gradients(self, model, steps, base: int):
+        """The optimizer's (key, weights, gradient) items, the last layer's first. For each of ``steps`` (of the
+        backward pass, in its order; the workers' counts stood at ``base`` before them), as soon as every worker has
+        run it and copied its gradients into the mapping, they are added to this
         process's (in slice order, as the threads' sum) and the step's weights go to the optimizer: while the
         workers still run their first layers' backward passes, the optimizer updates the last layers' weights
         here, the Dense layers' (most of R's weights) among them."""
         index = {id(layer): i for i, layer in enumerate(model.layers)}
-        steps = model._steps(model.layers, model._first_trainable)[::-1]  # in the order the backward pass runs
-        for done, step in enumerate(steps, self.steps_done + 1):
+        for done, step in enumerate(steps, base + 1):
             trainable = [layer for layer in getattr(step, "layers", (step,)) if layer.trainable]
             for w in range(len(self.pids)):
                 self._wait_for(w, done)
@@ -187,7 +190,6 @@ class Workers:
             for layer in trainable:
                 for key in layer.params:
                     yield f"{layer.name}/{key}", layer.params[key], layer.grads[key]
-        self.steps_done += len(steps)
 
     def _wait_for(self, w: int, done: int) -> None:
         """Until worker w has run ``done`` backward steps since its fork (its counter in the mapping). A message on
