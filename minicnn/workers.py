@@ -87,15 +87,16 @@ class Workers:
             shared[...] = p
             layer.params[key] = shared
             offset += p.nbytes
-        self.grads = []  # per worker, [(i, key, its gradient in the mapping)]
+        # per worker, id(layer) -> {key: that layer's gradient in the mapping}; a forked worker's layers are the same
+        # objects at the same addresses, so the worker and this process look them up alike
+        self.grads: list[dict[int, dict]] = []
         for _ in range(k - 1):
-            own = []
+            own: dict[int, dict] = {}
             for (i, key), size in zip(trainable, sizes, strict=True):
                 p = model.layers[i].params[key]
-                own.append((i, key, np.ndarray(p.shape, p.dtype, self.memory, offset)))
+                own.setdefault(id(model.layers[i]), {})[key] = np.ndarray(p.shape, p.dtype, self.memory, offset)
                 offset += size
             self.grads.append(own)
-        self.grads_by_key = [{(i, key): g for i, key, g in own} for own in self.grads]
         self.inputs = []  # per worker, the offset of ``room`` bytes for its slice of x and y
         for _ in range(k - 1):
             self.inputs.append(offset)
@@ -175,18 +176,17 @@ class Workers:
     def _gradients(self, model, steps, base: int):
         """The optimizer's (key, weights, gradient) items, the last layer's first. For each of ``steps`` (of the
         backward pass, in its order; the workers' counts stood at ``base`` before them), as soon as every worker has
-        run it and copied its gradients into the mapping, they are added to this
-        process's (in slice order, as the threads' sum) and the step's weights go to the optimizer: while the
-        workers still run their first layers' backward passes, the optimizer updates the last layers' weights
-        here, the Dense layers' (most of R's weights) among them."""
-        index = {id(layer): i for i, layer in enumerate(model.layers)}
+        run it and copied its gradients into the mapping, they are added to this process's (in slice order, as the
+        threads' sum) and the step's weights go to the optimizer: while the workers still run their first layers'
+        backward passes, the optimizer updates the last layers' weights here, the Dense layers' (most of R's
+        weights) among them."""
         for done, step in enumerate(steps, base + 1):
-            trainable = [layer for layer in getattr(step, "layers", (step,)) if layer.trainable]
+            trainable = [layer for layer in _layers_of(step) if layer.trainable]
             for w in range(len(self.pids)):
                 self._wait_for(w, done)
                 for layer in trainable:
-                    for key in layer.params:
-                        layer.grads[key] += self.grads_by_key[w][index[id(layer)], key]
+                    for key, g in self.grads[w].get(id(layer), {}).items():
+                        layer.grads[key] += g
             for layer in trainable:
                 for key in layer.params:
                     yield f"{layer.name}/{key}", layer.params[key], layer.grads[key]
@@ -260,6 +260,11 @@ def _end(key: int, workers: Workers, pipes, pids) -> None:
             pass
 
 
+def _layers_of(step) -> tuple:
+    """The layers a step of a pass runs: a fused pair's two (``layers.fused``), or the layer itself."""
+    return getattr(step, "layers", (step,))
+
+
 def _send(pipe, message) -> None:
     """``pipe.send`` with plain pickle: ``Connection.send`` builds multiprocessing's pickler for every message, which
     copies the table of every reducer registered with it (PyTorch registers its own when imported)."""
@@ -285,14 +290,10 @@ def _serve(model, pipe, grads, counter, memory, offset: int) -> None:
     parent), when the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then closes the pipe
     warnings.simplefilter("ignore")  # the parent's same pass shows any warning once
-    index = {id(layer): i for i, layer in enumerate(model.layers)}
-    by_layer: dict[int, list] = {}  # a layer's place in the model -> [(key, its gradient in the mapping)]
-    for i, key, g in grads:
-        by_layer.setdefault(i, []).append((key, g))
 
     def after_step(step):
-        for layer in getattr(step, "layers", (step,)):
-            for key, g in by_layer.get(index[id(layer)], ()):
+        for layer in _layers_of(step):
+            for key, g in grads.get(id(layer), {}).items():
                 g[...] = layer.grads[key]
         counter[0] += 1  # after the copies: the parent reads them once it sees the count
 
