@@ -814,10 +814,119 @@ def dense_backward(dout, cache, need_dx=True):
 #   thread): R's training step (its 32->64 layer) 8.99-9.11 against 9.28-9.39 ms, its inference at 256 10.5-11.1
 #   against 11.9-12.6; the CIFAR model C's (two pairs) 133.8-135.0 against 139.4-140.0 and 77.8-78.7 against
 #   84.2-84.7. On two threads, R's step 6.49-6.78 against 6.64-6.81 ms, C's 78.4-87.5 against 82.1-89.5.
+# * A one-channel 3x3 layer at stride 1 (R's first layer, the Keras MNIST example's) goes without taps or GEMM:
+#   a product only 9 deep is mostly loads and stores for BLAS. ``_conv3x3_one_channel_maxpool2x2`` reads each
+#   window's 4x4 inputs into registers, and for each filter computes its four outputs (9 multiply-adds each, the
+#   filters vectorised), pools them, adds the bias and applies ReLU: one write, of the pooled output. Its backward
+#   (``_conv3x3_one_channel_maxpool2x2_dwdb``) sends each filter's pooled gradient to its winner's nine inputs
+#   and adds them into dw and db, window by window: no dz, no taps. R's first layer and pooling at batch 32, one
+#   thread, calls alternating with the taps-and-GEMM pair (medians of 400): forward 0.21 against 0.37 ms, backward
+#   0.28 against 0.43; at 64, 0.43 against 0.74 and 0.69 against 0.87. (Direct convolutions that wrote the full
+#   output were no faster than the GEMM: under "Tried" in benchmarks/RESULTS.md.)
 # * Any other layer takes the first layer's forward, and its backward too where it needs no dx; where it needs dx,
 #   the Winograd layer's backward.
 #
 # ``minicnn.layers.fused`` runs a Conv2D(relu) and the MaxPooling2D(2) after it through this pair of kernels.
+@njit(cache=True, parallel=PARALLEL, nogil=True, error_model="numpy", fastmath={"contract"})
+def _conv3x3_one_channel_maxpool2x2(img, w, b, pooled, argmax):
+    """img: (N, H, W), one channel, padded; w: (9, F); b: (F,) -> pooled: (N, (H - 2) // 2, (W - 2) // 2, F)
+    <- relu(max over each 2x2 window of the 'valid' 3x3 convolution, + b), and argmax: each winner's flat index
+    in the (H - 2, W - 2) output, as ``_maxpool2x2_forward`` records it (the first maximum on ties).
+    ``fastmath={"contract"}`` lets each multiply-add be one fused instruction (rounded once)."""
+    N, H, W = img.shape
+    _, Hp, Wp, F = pooled.shape
+    Wo = W - 2
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]  # the taps' rows
+    for ni in prange(N * Hp):
+        n, i = ni // Hp, ni % Hp
+        im, r = img[n], 2 * i
+        for j in range(Wp):
+            s = 2 * j
+            # the window's 4x4 inputs: output (0, 0) reads a00..a22, (0, 1) a01..a23, (1, 0) a10..a32, (1, 1) a11..a33
+            a00, a01, a02, a03 = im[r, s], im[r, s + 1], im[r, s + 2], im[r, s + 3]
+            a10, a11, a12, a13 = im[r + 1, s], im[r + 1, s + 1], im[r + 1, s + 2], im[r + 1, s + 3]
+            a20, a21, a22, a23 = im[r + 2, s], im[r + 2, s + 1], im[r + 2, s + 2], im[r + 2, s + 3]
+            a30, a31, a32, a33 = im[r + 3, s], im[r + 3, s + 1], im[r + 3, s + 2], im[r + 3, s + 3]
+            out, where, at = pooled[n, i, j], argmax[n, i, j], r * Wo + s
+            for f in range(F):
+                z00 = a00 * w0[f] + a01 * w1[f] + a02 * w2[f] + a10 * w3[f] + a11 * w4[f] + a12 * w5[f]
+                z00 += a20 * w6[f] + a21 * w7[f] + a22 * w8[f]
+                z01 = a01 * w0[f] + a02 * w1[f] + a03 * w2[f] + a11 * w3[f] + a12 * w4[f] + a13 * w5[f]
+                z01 += a21 * w6[f] + a22 * w7[f] + a23 * w8[f]
+                z10 = a10 * w0[f] + a11 * w1[f] + a12 * w2[f] + a20 * w3[f] + a21 * w4[f] + a22 * w5[f]
+                z10 += a30 * w6[f] + a31 * w7[f] + a32 * w8[f]
+                z11 = a11 * w0[f] + a12 * w1[f] + a13 * w2[f] + a21 * w3[f] + a22 * w4[f] + a23 * w5[f]
+                z11 += a31 * w6[f] + a32 * w7[f] + a33 * w8[f]
+                m, k = z00, at
+                if z01 > m:
+                    m, k = z01, at + 1
+                if z10 > m:
+                    m, k = z10, at + Wo
+                if z11 > m:
+                    m, k = z11, at + Wo + 1
+                v = m + b[f]
+                out[f] = v if v > 0 else 0
+                where[f] = k
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _conv3x3_one_channel_maxpool2x2_dwdb(img, dout, pooled, argmax, dwdb):
+    """The backward of ``_conv3x3_one_channel_maxpool2x2`` for w and b: dwdb (10, F) += [dw (9, F); db], from
+    dout: dL/dpooled. ReLU's derivative on the pooled grid, then each filter's gradient goes to its window's winner
+    (one of four outputs), whose nine inputs it multiplies into dw. One thread: every window adds into dwdb."""
+    N, H, W = img.shape
+    _, Hp, Wp, F = pooled.shape
+    Wo = W - 2
+    zero = np.zeros(1, dwdb.dtype)[0]  # a 0 of dwdb's type: a literal 0 would make the selects below float64
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = dwdb[0], dwdb[1], dwdb[2], dwdb[3], dwdb[4], dwdb[5], dwdb[6], dwdb[7], dwdb[8]
+    db = dwdb[9]
+    for n in range(N):
+        im = img[n]
+        for i in range(Hp):
+            r = 2 * i
+            for j in range(Wp):
+                s = 2 * j
+                a00, a01, a02, a03 = im[r, s], im[r, s + 1], im[r, s + 2], im[r, s + 3]
+                a10, a11, a12, a13 = im[r + 1, s], im[r + 1, s + 1], im[r + 1, s + 2], im[r + 1, s + 3]
+                a20, a21, a22, a23 = im[r + 2, s], im[r + 2, s + 1], im[r + 2, s + 2], im[r + 2, s + 3]
+                a30, a31, a32, a33 = im[r + 3, s], im[r + 3, s + 1], im[r + 3, s + 2], im[r + 3, s + 3]
+                g, y, where, at = dout[n, i, j], pooled[n, i, j], argmax[n, i, j], r * Wo + s
+                for f in range(F):
+                    gf = g[f] if y[f] > 0 else zero  # ReLU's derivative
+                    k = where[f] - at  # the winner: 0, 1, Wo or Wo + 1
+                    g00 = gf if k == 0 else zero
+                    g01 = gf if k == 1 else zero
+                    g10 = gf if k == Wo else zero
+                    g11 = gf if k == Wo + 1 else zero
+                    d0[f] += a00 * g00 + a01 * g01 + a10 * g10 + a11 * g11  # tap (0, 0): each output's top-left input
+                    d1[f] += a01 * g00 + a02 * g01 + a11 * g10 + a12 * g11
+                    d2[f] += a02 * g00 + a03 * g01 + a12 * g10 + a13 * g11
+                    d3[f] += a10 * g00 + a11 * g01 + a20 * g10 + a21 * g11
+                    d4[f] += a11 * g00 + a12 * g01 + a21 * g10 + a22 * g11
+                    d5[f] += a12 * g00 + a13 * g01 + a22 * g10 + a23 * g11
+                    d6[f] += a20 * g00 + a21 * g01 + a30 * g10 + a31 * g11
+                    d7[f] += a21 * g00 + a22 * g01 + a31 * g10 + a32 * g11
+                    d8[f] += a22 * g00 + a23 * g01 + a32 * g10 + a33 * g11
+                    db[f] += gf
+
+
+def _one_channel_3x3(x_shape, w_shape, stride) -> bool:
+    """Whether the fused pair runs by the one-channel 3x3 kernels."""
+    return x_shape[3] == 1 and tuple(w_shape[:2]) == (3, 3) and tuple(stride) == (1, 1)
+
+
+def _padded_image(x, pad):
+    """x: (N, H, W, 1) -> (N, pt + H + pb, pl + W + pr), zero-padded (a pooled buffer), or x's plane itself."""
+    pt, pb, pl, pr = pad
+    if not any(pad):
+        return x[..., 0]
+    N, H, W, _ = x.shape
+    img = buffers.empty((N, pt + H + pb, pl + W + pr), x.dtype)
+    img[...] = 0
+    img[:, pt : pt + H, pl : pl + W] = x[..., 0]
+    return img
+
+
 def conv2d_relu_maxpool2x2_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     """x: (N, H, W, C), w: (kh, kw, C, F), b: (F,) or None -> pooled: (N, Ho // 2, Wo // 2, F), cache: the output
     of ``conv2d_forward(x, w, b, stride, pad, activation='relu')`` put through ``maxpool2d_forward`` (2x2,
@@ -835,6 +944,11 @@ def conv2d_relu_maxpool2x2_forward(x, w, b, stride=(1, 1), pad=(0, 0, 0, 0)):
     K, P = kh * kw * C, Ho * Wo
     pooled = buffers.empty((N, Ho // 2, Wo // 2, F), dtype)
     argmax = buffers.empty(pooled.shape, np.int32)
+    if _one_channel_3x3(x.shape, w.shape, stride):  # no taps: the image itself, kept for the backward
+        img = _padded_image(x, pad)
+        bias = np.zeros(F, dtype) if b is None else np.asarray(b, dtype)
+        _conv3x3_one_channel_maxpool2x2(img, w2, bias, pooled, argmax)
+        return pooled, (x, w, stride, pad, pooled, argmax, img, False)
     per = max(1, SMALL_GEMM_MACS // ((K + 1) * P * F))  # images a piece
     # the batch's [taps; ones], kept for the backward, as conv2d_forward keeps them
     small = K <= SHORT_PATCH and (K + 1) * N * P * x.itemsize <= KEEP_TAPS_BYTES
@@ -860,6 +974,10 @@ def conv2d_relu_maxpool2x2_backward(dout, cache, overwrite_dout=False, need_dx=F
     K, P = kh * kw * C, Ho * Wo
     dtype = x.dtype
     dout = np.ascontiguousarray(dout, dtype)
+    if not need_dx and _one_channel_3x3(x.shape, w.shape, stride):  # ReLU's derivative inside; kept: the image
+        dwdb = np.zeros((K + 1, F), dtype)
+        _conv3x3_one_channel_maxpool2x2_dwdb(kept, dout, pooled, argmax, dwdb)
+        return None, dwdb[:-1].reshape(w.shape), dwdb[-1]
     g = activation_backward("relu", dout, pooled, overwrite_dout)  # ReLU's derivative, on the pooled grid
     if need_dx or by_winograd:  # the full-size dz, then the convolution's own backward pass
         dz = buffers.empty((N, Ho, Wo, F), dtype)

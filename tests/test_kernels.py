@@ -626,7 +626,8 @@ def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, over
     cpu.SMALL_GEMM_MACS, cpu.KEEP_TAPS_BYTES = macs, (10**9 if keep_taps else 0)
     try:
         out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, stride, pad)
-        assert (cache[6] is not None) == (keep_taps and kh * kw * C <= cpu.SHORT_PATCH)
+        if not cpu._one_channel_3x3(x.shape, w.shape, stride):  # those keep their image (the next test)
+            assert (cache[6] is not None) == (keep_taps and kh * kw * C <= cpu.SHORT_PATCH)
         out = out.copy()
         dout = rng.standard_normal(out.shape).astype(dtype)
         dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout.copy(), cache, overwrite_dout, need_dx)
@@ -638,6 +639,57 @@ def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, over
     assert relative_error(out, ref_out) < tol
     assert relative_error(dw, ref_dw) < tol and relative_error(db, ref_db) < tol
     assert dx is None if not need_dx else dx.dtype == np.dtype(dtype) and relative_error(dx, ref_dx) < tol
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    N=st.integers(1, 3),
+    H=st.integers(4, 12),
+    W=st.integers(4, 12),
+    F=st.integers(1, 40),
+    padding=st.sampled_from(["valid", "same"]),
+    dtype=st.sampled_from(["f4", "f8"]),
+    bias=st.booleans(),
+    need_dx=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_conv_relu_maxpool_one_channel_3x3_matches_reference(N, H, W, F, padding, dtype, bias, need_dx, seed):
+    # A one-channel 3x3 layer at stride 1 (R's first) runs by its own kernels, which keep the (padded) image
+    # rather than taps: any number of filters (whole vectors and a remainder), odd sizes (a window-less last row
+    # or column), padding; dx, when asked for, by the general backward from the same cache.
+    pad = padding_amounts(H, W, 3, 3, (1, 1), padding)
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((N, H, W, 1), (3, 3, 1, F), (F,)))
+    b = b if bias else None
+    assert cpu._one_channel_3x3(x.shape, w.shape, (1, 1))
+    out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, (1, 1), pad)
+    assert cache[6].shape == (N, H + pad[0] + pad[1], W + pad[2] + pad[3])  # the image, kept for the backward
+    out = out.copy()
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout, cache, need_dx=need_dx)
+    ref_out, ref_dx, ref_dw, ref_db = conv_relu_maxpool_reference(x, w, b, (1, 1), pad, dout)
+    tol = TOL if dtype == "f4" else 1e-12
+    assert out.shape == ref_out.shape and out.dtype == dw.dtype == db.dtype == np.dtype(dtype)
+    assert relative_error(out, ref_out) < tol
+    assert relative_error(dw, ref_dw) < tol and relative_error(db, ref_db) < tol
+    assert dx is None if not need_dx else dx.dtype == np.dtype(dtype) and relative_error(dx, ref_dx) < tol
+
+
+def test_conv_relu_maxpool_one_channel_3x3_gradient_matches_finite_differences():
+    # dw and db by the one-channel kernel's backward (no dx asked for, as for a first layer), in float64
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((2, 9, 8, 1)), rng.standard_normal((3, 3, 1, 20)), rng.standard_normal(20) * 0.1
+    pad = (1, 1, 1, 1)
+    out, cache = cpu.conv2d_relu_maxpool2x2_forward(x, w, b, (1, 1), pad)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout, cache, need_dx=False)
+
+    def f():
+        return cpu.conv2d_relu_maxpool2x2_forward(x, w, b, (1, 1), pad)[0].copy()
+
+    assert dx is None
+    assert relative_error(dw, numerical_gradient(f, w, dout)) < 1e-7
+    assert relative_error(db, numerical_gradient(f, b, dout)) < 1e-7
 
 
 def conv_relu_maxpool_reference(x, w, b, stride, pad, dout):
