@@ -1,5 +1,9 @@
 """Every fast kernel equals its loop twin in ``minicnn.kernels.reference`` on random inputs."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -11,6 +15,24 @@ from minicnn.testing import numerical_gradient, relative_error
 
 FAST = {"numpy": im2col, "numba": cpu}
 TOL = 1e-5
+
+
+def test_engine_asks_numba_for_wide_vectors_on_avx512():
+    # kernels/__init__.py: on an AVX-512 processor Numba compiles with the host's features minus LLVM's preference
+    # for 256-bit vectors; MINICNN_WIDE_VECTORS=0 or the user's own NUMBA_CPU_FEATURES leave Numba as it is
+    from numba.core.codegen import get_host_cpu_features
+
+    def features(**env):
+        clean = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "MINICNN_WIDE_VECTORS")}
+        code = "import minicnn.kernels, numba; print(numba.config.CPU_FEATURES)"
+        out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    host = get_host_cpu_features()
+    assert features() == (host + ",-prefer-256-bit" if "+avx512f" in host.split(",") else "None")
+    assert features(MINICNN_WIDE_VECTORS="0") == "None"
+    assert features(NUMBA_CPU_FEATURES="+sse2,+avx2") == "+sse2,+avx2"
 
 
 @st.composite
