@@ -820,9 +820,10 @@ def dense_backward(dout, cache, need_dx=True):
 #   filters vectorised), pools them, adds the bias and applies ReLU: one write, of the pooled output. Its backward
 #   (``_conv3x3_one_channel_maxpool2x2_dwdb``) sends each filter's pooled gradient to its winner's nine inputs
 #   and adds them into dw and db, window by window: no dz, no taps. R's first layer and pooling at batch 32, one
-#   thread, calls alternating with the taps-and-GEMM pair (medians of 400): forward 0.21 against 0.37 ms, backward
-#   0.28 against 0.43; at 64, 0.43 against 0.74 and 0.69 against 0.87. (Direct convolutions that wrote the full
-#   output were no faster than the GEMM: under "Tried" in benchmarks/RESULTS.md.)
+#   thread, calls alternating with the taps-and-GEMM pair (medians of 400, both on 256-bit vectors): forward 0.21
+#   against 0.37 ms, backward 0.28 against 0.43; at 64, 0.43 against 0.74 and 0.69 against 0.87. On 512-bit
+#   vectors (see kernels/__init__.py) the two kernels took 0.15 and 0.20 ms at 32. (Direct convolutions that wrote
+#   the full output were no faster than the GEMM: under "Tried" in benchmarks/RESULTS.md.)
 # * Any other layer takes the first layer's forward, and its backward too where it needs no dx; where it needs dx,
 #   the Winograd layer's backward.
 #
