@@ -655,12 +655,7 @@ def test_conv_relu_maxpool_fused_matches_reference(case, macs, dtype, bias, over
         dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout.copy(), cache, overwrite_dout, need_dx)
     finally:
         cpu.SMALL_GEMM_MACS, cpu.KEEP_TAPS_BYTES = saved
-    ref_out, ref_dx, ref_dw, ref_db = conv_relu_maxpool_reference(x, w, b, stride, pad, dout)
-    tol = TOL if dtype == "f4" else 1e-12
-    assert out.shape == ref_out.shape and out.dtype == dw.dtype == db.dtype == np.dtype(dtype)
-    assert relative_error(out, ref_out) < tol
-    assert relative_error(dw, ref_dw) < tol and relative_error(db, ref_db) < tol
-    assert dx is None if not need_dx else dx.dtype == np.dtype(dtype) and relative_error(dx, ref_dx) < tol
+    assert_fused_pair_matches_reference((out, dx, dw, db), (x, w, b, stride, pad, dout), need_dx)
 
 
 @settings(max_examples=40, deadline=None)
@@ -689,12 +684,7 @@ def test_conv_relu_maxpool_one_channel_3x3_matches_reference(N, H, W, F, padding
     out = out.copy()
     dout = rng.standard_normal(out.shape).astype(dtype)
     dx, dw, db = cpu.conv2d_relu_maxpool2x2_backward(dout, cache, need_dx=need_dx)
-    ref_out, ref_dx, ref_dw, ref_db = conv_relu_maxpool_reference(x, w, b, (1, 1), pad, dout)
-    tol = TOL if dtype == "f4" else 1e-12
-    assert out.shape == ref_out.shape and out.dtype == dw.dtype == db.dtype == np.dtype(dtype)
-    assert relative_error(out, ref_out) < tol
-    assert relative_error(dw, ref_dw) < tol and relative_error(db, ref_db) < tol
-    assert dx is None if not need_dx else dx.dtype == np.dtype(dtype) and relative_error(dx, ref_dx) < tol
+    assert_fused_pair_matches_reference((out, dx, dw, db), (x, w, b, (1, 1), pad, dout), need_dx)
 
 
 def test_conv_relu_maxpool_one_channel_3x3_gradient_matches_finite_differences():
@@ -712,6 +702,19 @@ def test_conv_relu_maxpool_one_channel_3x3_gradient_matches_finite_differences()
     assert dx is None
     assert relative_error(dw, numerical_gradient(f, w, dout)) < 1e-7
     assert relative_error(db, numerical_gradient(f, b, dout)) < 1e-7
+
+
+def assert_fused_pair_matches_reference(got, args, need_dx):
+    """got: the fused pair's (pooled, dx, dw, db); args: (x, w, b, stride, pad, dout) it ran on. Same shapes and
+    dtype as the reference layers' results, and the same numbers up to rounding."""
+    out, dx, dw, db = got
+    ref_out, ref_dx, ref_dw, ref_db = conv_relu_maxpool_reference(*args)
+    dtype = args[0].dtype
+    tol = TOL if dtype == np.float32 else 1e-12
+    assert out.shape == ref_out.shape and out.dtype == dw.dtype == db.dtype == dtype
+    assert relative_error(out, ref_out) < tol
+    assert relative_error(dw, ref_dw) < tol and relative_error(db, ref_db) < tol
+    assert dx is None if not need_dx else dx.dtype == dtype and relative_error(dx, ref_dx) < tol
 
 
 def conv_relu_maxpool_reference(x, w, b, stride, pad, dout):
