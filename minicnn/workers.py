@@ -160,7 +160,7 @@ class Workers:
                     _wait(pipe)
                     answers.append(_recv(pipe))
                 except (EOFError, OSError):
-                    answers.append(("error", f"the slice worker process {pid} ended"))
+                    answers.append(_ended(pid))
             if not STORES_IN_ORDER and not any(a[0] == "error" for a in answers):
                 apply(self._gradients(model, steps, base))  # every count is in: nothing to wait for
         finally:
@@ -168,7 +168,7 @@ class Workers:
                 close(model)
         errors = [a[1] for a in answers if a[0] == "error"]
         if errors:
-            raise RuntimeError(f"a slice of the training step failed in its worker process: {errors[0]}")
+            raise _failed(errors[0])
         results = [(first[0] * (e - s) / n, first[1])]
         results += [(loss * (e - s) / n, out) for (_, loss, out), (s, e) in zip(answers, bounds[1:], strict=True)]
         return results
@@ -202,8 +202,8 @@ class Workers:
                 try:
                     answer = _recv(pipe)
                 except (EOFError, OSError):
-                    answer = ("error", f"the slice worker process {self.pids[w]} ended")
-                raise RuntimeError(f"a slice of the training step failed in its worker process: {answer[1]}")
+                    answer = _ended(self.pids[w])
+                raise _failed(answer[1])
 
     def close(self) -> None:
         self._finalizer()
@@ -258,6 +258,16 @@ def _end(key: int, workers: Workers, pipes, pids) -> None:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+
+
+def _ended(pid: int) -> tuple:
+    """The answer that stands for a worker that is gone."""
+    return ("error", f"the slice worker process {pid} ended")
+
+
+def _failed(message: str) -> RuntimeError:
+    """The error the caller sees when a worker's slice failed."""
+    return RuntimeError(f"a slice of the training step failed in its worker process: {message}")
 
 
 def _layers_of(step) -> tuple:
