@@ -922,8 +922,7 @@ def _padded_image(x, pad):
     if not any(pad):
         return x[..., 0]
     N, H, W, _ = x.shape
-    img = buffers.empty((N, pt + H + pb, pl + W + pr), x.dtype)
-    img[...] = 0
+    img = buffers.zeros((N, pt + H + pb, pl + W + pr), x.dtype)
     img[:, pt : pt + H, pl : pl + W] = x[..., 0]
     return img
 

@@ -81,7 +81,7 @@ def conv2d_dw_dx(x, dout, w, stride=(1, 1), pad=(0, 0, 0, 0), need_dx=True):
     N, H, W, _ = x.shape
     xp = x
     if any(pad):  # dw reads every patch whole: the padding's zeros must be there to read
-        xp = np.zeros((N, H + pad[0] + pad[1], W + pad[2] + pad[3], C), x.dtype)
+        xp = buffers.zeros((N, H + pad[0] + pad[1], W + pad[2] + pad[3], C), x.dtype)  # a pooled buffer
         xp[:, pad[0] : pad[0] + H, pad[2] : pad[2] + W] = x
     dx = buffers.zeros(x.shape, x.dtype) if need_dx else np.zeros((0, 0, 0, 0), x.dtype)
     dx_rows = dx.reshape((N, H, W * C) if need_dx else (0, 0, 0))  # an image row of dx, W*C long
